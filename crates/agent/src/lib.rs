@@ -1,0 +1,1 @@
+//! godwit-agent: being built (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! godwit-api: being built (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! godwit-image: being built (see ARCHITECTURE.md).

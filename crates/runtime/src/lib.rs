@@ -1,0 +1,1 @@
+//! godwit-runtime: being built (see ARCHITECTURE.md).

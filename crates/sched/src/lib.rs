@@ -1,0 +1,1 @@
+//! godwit-sched: being built (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! godwit-state: being built (see ARCHITECTURE.md).

@@ -1,1 +1,42 @@
-//! godwit-state: being built (see ARCHITECTURE.md).
+//! State propagation: typed records in NATS JetStream key-value buckets, and in-memory
+//! replicas of a bucket that follow its changes.
+//!
+//! Each host writes the records it owns ([`Bucket::put`]); every consumer (API, proxy,
+//! agents) keeps a [`Replica`] built from a watch and is told about changes. A replica is a
+//! hint, never the last word: whoever acts on it must re-check with the owner of the record.
+//!
+//! Owns the NATS connection handling, the key encoding ([`key_for`]) and the JSON encoding
+//! of records. Must not depend on any other godwit crate: records are any serde type.
+//! The `testing` feature adds [`testing::NatsServer`], a real `nats-server` for tests.
+#![forbid(unsafe_code)]
+
+mod bucket;
+mod client;
+mod error;
+mod key;
+mod replica;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use bucket::Bucket;
+pub use client::{CONNECT_TIMEOUT, StateClient};
+pub use error::StateError;
+pub use key::{id_from_key, is_valid_key, key_for};
+pub use replica::{Change, Replica};
+
+/// A value that can be stored in a bucket (as JSON) and kept in a replica.
+pub trait Record:
+    serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static
+{
+}
+
+impl<T> Record for T where
+    T: serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static
+{
+}

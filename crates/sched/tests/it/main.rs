@@ -1,0 +1,3 @@
+//! Integration tests for godwit-sched: properties of `place` over generated clusters.
+
+mod props;

@@ -1,0 +1,260 @@
+//! Load per machine (requests in flight) and the choice of a machine: nearest region first,
+//! least loaded below the soft limit, above it only when every machine is, never above the
+//! hard limit; ties are broken at random.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rand::Rng as _;
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+
+use crate::routes::Target;
+
+/// In-flight requests per machine, shared by every listener of one proxy.
+#[derive(Debug, Default)]
+pub(crate) struct Loads {
+    machines: Mutex<HashMap<String, MachineLoad>>,
+    /// Fired whenever a request ends, so queued requests look again.
+    pub(crate) released: Notify,
+}
+
+/// A request counted against a machine until dropped.
+#[derive(Debug)]
+pub(crate) struct LoadGuard {
+    loads: Arc<Loads>,
+    machine_id: String,
+}
+
+/// What [`Loads::acquire`] found.
+#[derive(Debug)]
+pub(crate) struct Acquired {
+    pub(crate) guard: LoadGuard,
+    pub(crate) target: Target,
+    /// Every candidate was at or above its soft limit.
+    pub(crate) over_soft: bool,
+}
+
+#[derive(Debug)]
+struct MachineLoad {
+    in_flight: u32,
+    last_active: Instant,
+    /// Being stopped by autostop: takes no new requests until then.
+    draining_until: Option<Instant>,
+}
+
+// === impl Loads ===
+
+impl Loads {
+    /// Counts a request against the best of `candidates` (all assumed able to serve), or
+    /// returns `None` when every one is at its hard limit or draining.
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        candidates: Vec<Target>,
+        local_region: &str,
+    ) -> Option<Acquired> {
+        let now = Instant::now();
+        let mut machines = self.lock();
+        let mut best: Vec<(usize, bool)> = Vec::new();
+        let mut best_key = None;
+        for (idx, target) in candidates.iter().enumerate() {
+            let load = machines.get(&target.machine_id);
+            if load.is_some_and(|l| l.draining(now)) {
+                continue;
+            }
+            let in_flight = load.map_or(0, |l| l.in_flight);
+            if target.hard_limit.is_some_and(|hard| in_flight >= hard) {
+                continue;
+            }
+            let over_soft = in_flight >= target.soft_limit;
+            let key = (target.region != local_region, over_soft, in_flight);
+            match best_key {
+                Some(current) if key > current => {}
+                Some(current) if key == current => best.push((idx, over_soft)),
+                _ => {
+                    best_key = Some(key);
+                    best.clear();
+                    best.push((idx, over_soft));
+                }
+            }
+        }
+        let (idx, over_soft) = match best.len() {
+            0 => return None,
+            1 => best[0],
+            n => best[rand::rng().random_range(0..n)],
+        };
+        let target = candidates.into_iter().nth(idx)?;
+        let entry = machines
+            .entry(target.machine_id.clone())
+            .or_insert_with(|| MachineLoad::new(now));
+        entry.in_flight += 1;
+        entry.last_active = now;
+        drop(machines);
+        Some(Acquired {
+            guard: LoadGuard {
+                loads: Arc::clone(self),
+                machine_id: target.machine_id.clone(),
+            },
+            target,
+            over_soft,
+        })
+    }
+
+    /// How long `machine_id` has had no request in flight; `None` while it has one. A
+    /// machine never seen before counts as active now.
+    pub(crate) fn idle_for(&self, machine_id: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut machines = self.lock();
+        let load = machines
+            .entry(machine_id.to_owned())
+            .or_insert_with(|| MachineLoad::new(now));
+        (load.in_flight == 0).then(|| now.saturating_duration_since(load.last_active))
+    }
+
+    /// Marks an idle machine as draining for `hold` (no new requests); false if it has a
+    /// request in flight.
+    pub(crate) fn try_drain(&self, machine_id: &str, hold: Duration) -> bool {
+        let now = Instant::now();
+        let mut machines = self.lock();
+        let load = machines
+            .entry(machine_id.to_owned())
+            .or_insert_with(|| MachineLoad::new(now));
+        if load.in_flight > 0 {
+            return false;
+        }
+        load.draining_until = Some(now + hold);
+        true
+    }
+
+    /// Lets a machine take requests again (after a failed stop, or once it was started).
+    pub(crate) fn undrain(&self, machine_id: &str) {
+        if let Some(load) = self.lock().get_mut(machine_id) {
+            load.draining_until = None;
+            load.last_active = Instant::now();
+        }
+        self.released.notify_waiters();
+    }
+
+    /// Requests in flight on `machine_id`.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self, machine_id: &str) -> u32 {
+        self.lock().get(machine_id).map_or(0, |l| l.in_flight)
+    }
+
+    fn release(&self, machine_id: &str) {
+        if let Some(load) = self.lock().get_mut(machine_id) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+            load.last_active = Instant::now();
+        }
+        self.released.notify_waiters();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, MachineLoad>> {
+        self.machines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl LoadGuard ===
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.loads.release(&self.machine_id);
+    }
+}
+
+// === impl MachineLoad ===
+
+impl MachineLoad {
+    fn new(now: Instant) -> Self {
+        MachineLoad {
+            in_flight: 0,
+            last_active: now,
+            draining_until: None,
+        }
+    }
+
+    fn draining(&self, now: Instant) -> bool {
+        self.draining_until.is_some_and(|until| now < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use godwit_types::MachineState;
+
+    use super::*;
+
+    fn target(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Target {
+        Target {
+            machine_id: id.to_owned(),
+            region: region.to_owned(),
+            addr: "127.0.0.1:1".parse().expect("literal address"),
+            state: MachineState::Started,
+            cordoned: false,
+            soft_limit: soft,
+            hard_limit: hard,
+            autostart: true,
+            autostop: false,
+            min_running: 0,
+        }
+    }
+
+    fn take(loads: &Arc<Loads>, targets: &[Target]) -> Option<Acquired> {
+        loads.acquire(targets.to_vec(), "ams")
+    }
+
+    #[test]
+    fn least_loaded_below_soft_then_over_soft_then_none_above_hard() {
+        let loads = Arc::new(Loads::default());
+        let targets = [
+            target("a", "ams", 3, Some(4)),
+            target("b", "ams", 1, Some(1)),
+        ];
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let acquired = take(&loads, &targets).expect("room below the soft limits");
+            assert!(!acquired.over_soft);
+            held.push(acquired.guard);
+        }
+        assert_eq!((loads.in_flight("a"), loads.in_flight("b")), (3, 1));
+        let over = take(&loads, &targets).expect("a is below its hard limit");
+        assert!(over.over_soft);
+        assert_eq!(over.target.machine_id, "a");
+        assert!(take(&loads, &targets).is_none(), "both at hard limits");
+        drop(over);
+        assert_eq!(loads.in_flight("a"), 3);
+        assert!(take(&loads, &targets).is_some());
+    }
+
+    #[test]
+    fn local_region_first_and_ties_are_random() {
+        let loads = Arc::new(Loads::default());
+        let targets = [
+            target("far", "syd", 10, None),
+            target("a", "ams", 10, None),
+            target("b", "ams", 10, None),
+        ];
+        let mut seen = BTreeMap::new();
+        for _ in 0..200 {
+            let acquired = take(&loads, &targets).expect("no hard limit");
+            *seen.entry(acquired.target.machine_id.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(seen.get("far"), None, "{seen:?}");
+        assert!(seen.get("a").is_some_and(|n| *n > 20), "{seen:?}");
+        assert!(seen.get("b").is_some_and(|n| *n > 20), "{seen:?}");
+    }
+
+    #[test]
+    fn draining_machines_take_nothing() {
+        let loads = Arc::new(Loads::default());
+        let targets = [target("a", "ams", 10, None)];
+        assert!(loads.try_drain("a", Duration::from_secs(60)));
+        assert!(take(&loads, &targets).is_none());
+        loads.undrain("a");
+        let held = take(&loads, &targets).expect("undrained");
+        assert!(!loads.try_drain("a", Duration::from_secs(60)), "busy");
+        drop(held);
+    }
+}

@@ -1,0 +1,92 @@
+//! What `godwit proxy` is told at start, and why it can fail.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the proxy listens and behaves. Build it with [`ProxyConfig::new`] and change fields.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Plain HTTP/1.1 and h2c (prior knowledge).
+    pub http_listen: SocketAddr,
+    /// HTTP/1.1 and HTTP/2 over TLS (ALPN); needs `tls`.
+    pub https_listen: Option<SocketAddr>,
+    /// The public port the http listener stands for: services are matched on it (80).
+    pub http_port: u16,
+    /// The public port the https listener stands for (443).
+    pub https_port: u16,
+    /// Apps are reached as `<app>.<domain>`.
+    pub domain: String,
+    /// The region of this proxy: `Fly-Region`, request ids, and machines here come first.
+    pub region: String,
+    /// PEM certificate chain and private key (e.g. a wildcard for `*.<domain>`).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long to wait for the state replica's initial load before giving up.
+    pub ready_timeout: Duration,
+    /// How long a request may wait for a machine below its hard limit before a 503.
+    pub queue_timeout: Duration,
+    /// How long an autostarted machine may take to accept TCP connections.
+    pub start_timeout: Duration,
+    /// How many machines a request may try when connections are refused.
+    pub max_attempts: usize,
+    /// A machine with autostop on is stopped after this long without requests.
+    pub autostop_idle: Duration,
+    /// How often the autostop pass runs.
+    pub autostop_interval: Duration,
+    /// How long open connections may finish their requests after cancellation.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the proxy could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the machines replica was not ready within {timeout:?}")]
+    NotReady {
+        timeout: Duration,
+        #[source]
+        source: godwit_state::StateError,
+    },
+    #[error("failed to listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("https_listen is set but no tls certificate and key are configured")]
+    MissingTls,
+    #[error("failed to load the tls certificate or key from {path}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("no certificate found in {path}")]
+    NoCertificate { path: PathBuf },
+    #[error("invalid tls configuration")]
+    Tls(#[source] rustls::Error),
+}
+
+// === impl ProxyConfig ===
+
+impl ProxyConfig {
+    /// A config with the defaults: ports 80/443, queue 5 s, start 20 s, 10 attempts, autostop
+    /// after 5 minutes idle (checked every 30 s), no https listener.
+    pub fn new(http_listen: SocketAddr, domain: &str, region: &str) -> Self {
+        ProxyConfig {
+            http_listen,
+            https_listen: None,
+            http_port: 80,
+            https_port: 443,
+            domain: domain.trim_matches('.').to_ascii_lowercase(),
+            region: region.to_owned(),
+            tls: None,
+            ready_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(20),
+            max_attempts: 10,
+            autostop_idle: Duration::from_secs(300),
+            autostop_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The edge proxy: takes HTTP/1.1, h2c and TLS (HTTP/1.1 and HTTP/2 by ALPN) connections for
+//! `<app>.<domain>`, picks a machine of the app from the machines replica (started, not
+//! cordoned, least loaded below its soft limit, never above its hard limit), forwards the
+//! request, retries refused connections on the next machine, starts stopped machines on
+//! demand, stops idle ones, and replays requests named by a `fly-replay` response header.
+//!
+//! Owns routing, load balancing, autostart/autostop and replay. Reads machine state only
+//! from a [`godwit_state::Replica`]; starts and stops machines only through a [`Starter`].
+//! Must not depend on godwit-api, godwit-agent or godwit-cli.
+#![forbid(unsafe_code)]
+
+mod autostop;
+mod balance;
+mod body;
+mod config;
+mod handler;
+mod listen;
+mod routes;
+mod starter;
+mod wake;
+
+use std::sync::Arc;
+
+use godwit_state::Replica;
+use godwit_types::MachineRecord;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ProxyConfig, ProxyError};
+pub use starter::{ApiStarter, Starter};
+
+/// Listeners bound by the caller, for [`serve_with`].
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: Option<TcpListener>,
+}
+
+/// Runs the proxy until `cancel` fires: waits for the replica's initial load, then binds
+/// `cfg.http_listen` (and `cfg.https_listen`) and serves. No connection is accepted before
+/// the route table is loaded.
+pub async fn serve(
+    cfg: ProxyConfig,
+    machines: Replica<MachineRecord>,
+    starter: Arc<dyn Starter>,
+    cancel: CancellationToken,
+) -> Result<(), ProxyError> {
+    let tls = listen::tls_acceptor(&cfg, cfg.https_listen.is_some())?;
+    wait_ready(&cfg, &machines).await?;
+    let http = listen::bind(cfg.http_listen).await?;
+    let https = match cfg.https_listen {
+        Some(addr) => Some(listen::bind(addr).await?),
+        None => None,
+    };
+    run(
+        cfg,
+        Listeners { http, https },
+        tls,
+        machines,
+        starter,
+        cancel,
+    )
+    .await;
+    Ok(())
+}
+
+/// Like [`serve`], on listeners the caller bound (e.g. on port 0 in tests). Nothing is
+/// accepted from them before the replica's initial load.
+pub async fn serve_with(
+    cfg: ProxyConfig,
+    listeners: Listeners,
+    machines: Replica<MachineRecord>,
+    starter: Arc<dyn Starter>,
+    cancel: CancellationToken,
+) -> Result<(), ProxyError> {
+    let tls = listen::tls_acceptor(&cfg, listeners.https.is_some())?;
+    wait_ready(&cfg, &machines).await?;
+    run(cfg, listeners, tls, machines, starter, cancel).await;
+    Ok(())
+}
+
+async fn wait_ready(
+    cfg: &ProxyConfig,
+    machines: &Replica<MachineRecord>,
+) -> Result<(), ProxyError> {
+    machines
+        .wait_ready(cfg.ready_timeout)
+        .await
+        .map_err(|source| ProxyError::NotReady {
+            timeout: cfg.ready_timeout,
+            source,
+        })
+}
+
+async fn run(
+    cfg: ProxyConfig,
+    listeners: Listeners,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    machines: Replica<MachineRecord>,
+    starter: Arc<dyn Starter>,
+    cancel: CancellationToken,
+) {
+    let routes = routes::RouteTable::follow(machines, cancel.child_token());
+    let loads = Arc::new(balance::Loads::default());
+    let wakers = Arc::new(wake::Wakers::new(Arc::clone(&starter), cfg.start_timeout));
+    let (http_port, https_port) = (cfg.http_port, cfg.https_port);
+    let proxy = Arc::new(handler::Proxy::new(cfg, routes, loads, wakers));
+    tracing::info!(region = %proxy.cfg.region, domain = %proxy.cfg.domain, "proxy ready");
+    let autostop = tokio::spawn(autostop::run(
+        Arc::clone(&proxy),
+        starter,
+        cancel.child_token(),
+    ));
+    let http = listen::run(
+        Arc::clone(&proxy),
+        listeners.http,
+        None,
+        http_port,
+        cancel.clone(),
+    );
+    let https = async {
+        if let (Some(listener), Some(tls)) = (listeners.https, tls) {
+            listen::run(
+                Arc::clone(&proxy),
+                listener,
+                Some(tls),
+                https_port,
+                cancel.clone(),
+            )
+            .await;
+        }
+    };
+    tokio::join!(http, https);
+    let _ = autostop.await;
+}

@@ -1,0 +1,160 @@
+//! Listeners: accepting connections, TLS, and serving HTTP/1.1 and HTTP/2 on them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::{Conn, Proxy};
+use crate::{ProxyConfig, ProxyError};
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr`.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Listen { addr, source })
+}
+
+/// The TLS acceptor for the configured certificate, when `needed`.
+pub(crate) fn tls_acceptor(
+    cfg: &ProxyConfig,
+    needed: bool,
+) -> Result<Option<TlsAcceptor>, ProxyError> {
+    if !needed {
+        return Ok(None);
+    }
+    let Some((cert_path, key_path)) = &cfg.tls else {
+        return Err(ProxyError::MissingTls);
+    };
+    let file_error = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| ProxyError::TlsFile { path, source }
+    };
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .map_err(file_error(cert_path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(file_error(cert_path))?;
+    if certs.is_empty() {
+        return Err(ProxyError::NoCertificate {
+            path: cert_path.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(file_error(key_path))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(ProxyError::Tls)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(ProxyError::Tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Accepts connections until `cancel` fires, then lets open ones finish for the grace
+/// period.
+pub(crate) async fn run(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    public_port: u16,
+    cancel: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, tls = tls.is_some(), "listening");
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Per-connection errors (reset before accept, out of descriptors): go on.
+                tracing::debug!(%error, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let proxy = Arc::clone(&proxy);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let mut conn = Conn {
+                peer,
+                tls: tls.is_some(),
+                public_port,
+                sni: None,
+            };
+            let Some(acceptor) = tls else {
+                let service = service(proxy, conn);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                return;
+            };
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, %peer, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                };
+            conn.sni = stream.get_ref().1.server_name().map(str::to_owned);
+            let service = service(proxy, conn);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = proxy.cfg.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?grace, "connections still open after the grace period");
+    }
+}
+
+/// The hyper service of one connection.
+fn service(
+    proxy: Arc<Proxy>,
+    conn: Conn,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::body::ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<crate::body::ProxyBody>, Infallible>> + Send,
+> + Clone {
+    let conn = Arc::new(conn);
+    service_fn(move |request| {
+        let proxy = Arc::clone(&proxy);
+        let conn = Arc::clone(&conn);
+        async move { Ok(proxy.handle(&conn, request).await) }
+    })
+}

@@ -1,0 +1,149 @@
+//! Autostart: one start per machine at a time, however many requests wait for it, then
+//! waiting until the machine's port accepts TCP connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+use tracing::Instrument as _;
+
+use crate::Starter;
+use crate::routes::Target;
+
+/// How long a woken machine counts as started when the replica has not caught up yet.
+const AWAKE_FOR: Duration = Duration::from_secs(30);
+/// How often the port of a starting machine is tried.
+const CONNECT_EVERY: Duration = Duration::from_millis(20);
+
+/// The outcome of a start, shared by every request waiting for it.
+type Outcome = Option<Result<(), String>>;
+
+#[derive(Debug)]
+pub(crate) struct Wakers {
+    starter: Arc<dyn Starter>,
+    timeout: Duration,
+    machines: Mutex<HashMap<String, Wake>>,
+}
+
+#[derive(Debug)]
+enum Wake {
+    Starting(watch::Receiver<Outcome>),
+    Awake(Instant),
+}
+
+// === impl Wakers ===
+
+impl Wakers {
+    pub(crate) fn new(starter: Arc<dyn Starter>, timeout: Duration) -> Self {
+        Wakers {
+            starter,
+            timeout,
+            machines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `machine_id` was started by this proxy recently and answered on its port.
+    pub(crate) fn is_awake(&self, machine_id: &str) -> bool {
+        matches!(self.lock().get(machine_id), Some(Wake::Awake(at)) if at.elapsed() < AWAKE_FOR)
+    }
+
+    /// Whether a start of `machine_id` is in progress.
+    pub(crate) fn is_starting(&self, machine_id: &str) -> bool {
+        matches!(self.lock().get(machine_id), Some(Wake::Starting(_)))
+    }
+
+    /// Forgets that `machine_id` was woken (it is being stopped).
+    pub(crate) fn forget(&self, machine_id: &str) {
+        let mut machines = self.lock();
+        if matches!(machines.get(machine_id), Some(Wake::Awake(_))) {
+            machines.remove(machine_id);
+        }
+    }
+
+    /// Starts `target` unless a start is already running, and waits for the outcome. The
+    /// start runs in its own task: a request that goes away does not cancel it.
+    pub(crate) async fn wake(self: &Arc<Self>, app: &str, target: &Target) -> Result<(), String> {
+        let mut outcome = self.begin(app, target);
+        let result = outcome
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| "the start task ended without an outcome".to_owned())?
+            .clone();
+        result.unwrap_or_else(|| Err("no outcome".to_owned()))
+    }
+
+    /// Starts `target` in the background unless a start is already running.
+    pub(crate) fn wake_in_background(self: &Arc<Self>, app: &str, target: &Target) {
+        drop(self.begin(app, target));
+    }
+
+    fn begin(self: &Arc<Self>, app: &str, target: &Target) -> watch::Receiver<Outcome> {
+        let mut machines = self.lock();
+        if let Some(Wake::Starting(outcome)) = machines.get(&target.machine_id) {
+            return outcome.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        machines.insert(target.machine_id.clone(), Wake::Starting(rx.clone()));
+        drop(machines);
+        let wakers = Arc::clone(self);
+        let (app, machine_id, addr) = (app.to_owned(), target.machine_id.clone(), target.addr);
+        let span = tracing::info_span!("autostart", app = %app, machine_id = %machine_id);
+        tokio::spawn(
+            async move {
+                let result = wakers.start_and_wait(&app, &machine_id, addr).await;
+                let mut machines = wakers.lock();
+                match &result {
+                    Ok(()) => {
+                        tracing::info!("machine started on demand");
+                        machines.insert(machine_id, Wake::Awake(Instant::now()));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "autostart failed");
+                        machines.remove(&machine_id);
+                    }
+                }
+                drop(machines);
+                tx.send_replace(Some(result));
+            }
+            .instrument(span),
+        );
+        rx
+    }
+
+    async fn start_and_wait(
+        &self,
+        app: &str,
+        machine_id: &str,
+        addr: SocketAddr,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.timeout;
+        tokio::time::timeout_at(deadline, self.starter.start(app, machine_id))
+            .await
+            .map_err(|_| format!("start of {machine_id} took longer than {:?}", self.timeout))??;
+        wait_for_port(addr, deadline).await.map_err(|()| {
+            format!(
+                "machine {machine_id} did not accept connections on {addr} within {:?}",
+                self.timeout
+            )
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Wake>> {
+        self.machines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Polls a TCP connect to `addr` until it succeeds or `deadline` passes.
+pub(crate) async fn wait_for_port(addr: SocketAddr, deadline: Instant) -> Result<(), ()> {
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await;
+        match attempt {
+            Ok(Ok(_)) => return Ok(()),
+            Err(_) => return Err(()),
+            Ok(Err(_)) if Instant::now() + CONNECT_EVERY >= deadline => return Err(()),
+            Ok(Err(_)) => tokio::time::sleep(CONNECT_EVERY).await,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Autostart (a starter that really starts the backend) and autostop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use godwit_proxy::Starter;
+use godwit_state::Bucket;
+use godwit_types::{MachineRecord, MachineState};
+
+use crate::support::{Backend, Behaviour, HarnessBuilder, dead_addr, limits, record, wait_until};
+
+/// Starts and stops real backends and publishes their records, like an agent would.
+#[derive(Debug, Default)]
+struct BackendStarter {
+    machines: Mutex<HashMap<String, (SocketAddr, Option<Backend>)>>,
+    bucket: Mutex<Option<Bucket<MachineRecord>>>,
+    starts: AtomicU32,
+    stops: AtomicU32,
+}
+
+impl BackendStarter {
+    fn add(&self, machine_id: &str, addr: SocketAddr) {
+        self.machines
+            .lock()
+            .expect("lock")
+            .insert(machine_id.to_owned(), (addr, None));
+    }
+
+    async fn publish(&self, machine_id: &str, state: MachineState) -> Result<(), String> {
+        let bucket = self
+            .bucket
+            .lock()
+            .expect("lock")
+            .clone()
+            .ok_or("no bucket")?;
+        let key = godwit_state::key_for(machine_id);
+        let mut record = bucket
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no record")?;
+        record.state = state;
+        bucket.put(&key, &record).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Starter for BackendStarter {
+    async fn start(&self, _app: &str, machine_id: &str) -> Result<(), String> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        let addr = {
+            let machines = self.machines.lock().expect("lock");
+            machines.get(machine_id).ok_or("unknown machine")?.0
+        };
+        let backend = Backend::start_at(machine_id, addr, Behaviour::default()).await;
+        self.machines
+            .lock()
+            .expect("lock")
+            .insert(machine_id.to_owned(), (addr, Some(backend)));
+        self.publish(machine_id, MachineState::Started).await
+    }
+
+    async fn stop(&self, _app: &str, machine_id: &str) -> Result<(), String> {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        if let Some((_, backend)) = self.machines.lock().expect("lock").get_mut(machine_id) {
+            drop(backend.take());
+        }
+        self.publish(machine_id, MachineState::Stopped).await
+    }
+}
+
+#[tokio::test]
+async fn stopped_machines_start_on_demand_and_stop_when_idle() -> anyhow::Result<()> {
+    let starter = Arc::new(BackendStarter::default());
+    let sleepy_addr = dead_addr().await;
+    starter.add("m-sleepy", sleepy_addr);
+    let mut sleepy = record("m-sleepy", "sleepy", sleepy_addr, MachineState::Stopped);
+    sleepy.services[0].autostop = Some(serde_json::json!("stop"));
+    // An app that keeps one machine running: autostop leaves it alone.
+    let kept = Backend::start("kept").await;
+    let mut kept_record = record("m-kept", "kept", kept.addr, MachineState::Started);
+    kept_record.services[0].autostop = Some(serde_json::json!(true));
+    kept_record.services[0].min_machines_running = Some(1);
+    let harness = HarnessBuilder::new()
+        .record(sleepy)
+        .record(kept_record)
+        .starter(Arc::clone(&starter) as Arc<dyn Starter>)
+        .config(|cfg| {
+            cfg.autostop_idle = Duration::from_millis(300);
+            cfg.autostop_interval = Duration::from_millis(100);
+        })
+        .start()
+        .await?;
+    *starter.bucket.lock().expect("lock") = Some(harness.bucket.clone());
+
+    for cycle in 1..=2 {
+        // Several requests at once: one start, every request served.
+        let mut requests = Vec::new();
+        for _ in 0..5 {
+            let (client, url) = (harness.client(), harness.url("/"));
+            requests.push(tokio::spawn(async move {
+                client
+                    .get(url)
+                    .header("host", "sleepy.apps.godwit.test")
+                    .send()
+                    .await?
+                    .text()
+                    .await
+            }));
+        }
+        for request in requests {
+            let body: serde_json::Value = serde_json::from_str(&request.await??)?;
+            assert_eq!(body["name"], "m-sleepy");
+        }
+        assert_eq!(starter.starts.load(Ordering::SeqCst), cycle);
+        // Idle for longer than autostop_idle: stopped through the starter.
+        wait_until("autostop", || starter.stops.load(Ordering::SeqCst) == cycle).await?;
+    }
+    assert_eq!(harness.get("kept", "/").await?.served_by(), "kept");
+    assert_eq!(
+        harness.bucket.get("m-kept").await?.map(|r| r.state),
+        Some(MachineState::Started)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_start_is_a_503_with_a_code() -> anyhow::Result<()> {
+    let harness = HarnessBuilder::new()
+        .record(record(
+            "m-broken",
+            "broken",
+            dead_addr().await,
+            MachineState::Stopped,
+        ))
+        .start()
+        .await?;
+    let reply = harness.get("broken", "/").await?;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(
+        reply.headers.get("fly-proxy-error").map(String::as_str),
+        Some("PM03")
+    );
+    assert!(reply.body.contains("does not start machines"), "{reply:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn over_the_soft_limit_a_stopped_machine_starts_in_the_background() -> anyhow::Result<()> {
+    let starter = Arc::new(BackendStarter::default());
+    let busy = Backend::start("m-busy").await;
+    let mut busy_record = record("m-busy", "spill", busy.addr, MachineState::Started);
+    busy_record.services[0].concurrency = limits("requests", 1, None);
+    let spare_addr = dead_addr().await;
+    starter.add("m-spare", spare_addr);
+    let mut spare = record("m-spare", "spill", spare_addr, MachineState::Stopped);
+    spare.services[0].concurrency = limits("requests", 1, None);
+    let harness = HarnessBuilder::new()
+        .record(busy_record)
+        .record(spare)
+        .starter(Arc::clone(&starter) as Arc<dyn Starter>)
+        .start()
+        .await?;
+    *starter.bucket.lock().expect("lock") = Some(harness.bucket.clone());
+
+    let (client, url) = (harness.client(), harness.url("/hold"));
+    let held = tokio::spawn(async move {
+        client
+            .get(url)
+            .header("host", "spill.apps.godwit.test")
+            .send()
+            .await
+    });
+    wait_until("the held request", || busy.in_flight() == 1).await?;
+    // Over its soft limit, busy still serves (no wait for a cold start) ...
+    assert_eq!(harness.get("spill", "/").await?.served_by(), "m-busy");
+    // ... and the spare is started meanwhile, then takes the next request.
+    wait_until("the background start", || {
+        starter.starts.load(Ordering::SeqCst) == 1
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
+    loop {
+        let served_by = harness.get("spill", "/").await?.served_by();
+        if served_by == "m-spare" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spare never served"
+        );
+    }
+    busy.release(1);
+    assert_eq!(held.await??.status(), 200);
+    assert_eq!(starter.starts.load(Ordering::SeqCst), 1);
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Integration tests of godwit-proxy: a real nats-server bucket, real HTTP backends on
+//! loopback, the proxy on real sockets, reqwest and curl as clients.
+
+mod autostart;
+mod backend;
+mod limits;
+mod replay;
+mod retry;
+mod routing;
+mod support;
+mod tls;

@@ -40,6 +40,8 @@ pub(crate) struct Agent {
     crash_at: Option<(OpKind, String)>,
     locks: Mutex<HashMap<String, LockEntry>>,
     pub(crate) monitors: Mutex<HashMap<String, crate::monitor::MonitorHandle>>,
+    /// Health check results of started machines.
+    pub(crate) checks: crate::checks::Checks,
     watchers: Mutex<HashMap<String, watch::Sender<Snapshot>>>,
 }
 
@@ -175,6 +177,7 @@ impl Agent {
             crash_at,
             locks: Mutex::new(HashMap::new()),
             monitors: Mutex::new(HashMap::new()),
+            checks: crate::checks::Checks::default(),
             watchers: Mutex::new(HashMap::new()),
         })
     }

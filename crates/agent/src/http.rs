@@ -126,6 +126,7 @@ pub(crate) fn check_lease(row: &MachineRow, headers: &HeaderMap) -> Result<(), A
 /// The API's view of a machine.
 pub(crate) fn to_machine(agent: &Agent, row: MachineRow) -> Result<Machine, ApiError> {
     let events = agent.db.events(&row.id, MACHINE_EVENTS)?;
+    let checks = agent.checks.results(&row.id);
     let image_ref = row.image.as_ref().map(|img| ImageRef {
         reference: row.config.image.clone(),
         digest: img.manifest_digest.clone(),
@@ -143,7 +144,7 @@ pub(crate) fn to_machine(agent: &Agent, row: MachineRow) -> Result<Machine, ApiE
         config,
         image_ref,
         events,
-        checks: Vec::new(),
+        checks,
         host_status: "ok".to_owned(),
         cordoned: row.cordoned,
         host_id: agent.cfg.host_id.clone(),

@@ -3,7 +3,13 @@
 //! SQLite database whose current step is persisted before it runs, so an agent killed at any
 //! step resumes or rolls back on restart and leaves nothing orphaned. It also registers the
 //! host with the API, serves the agent HTTP API (contracts.md), watches machine exits and
-//! applies restart policies, and publishes machine and host records to NATS key-value.
+//! applies restart policies, runs the health checks of started machines, and publishes
+//! machine and host records to NATS key-value.
+//!
+//! The host record's reserved capacity is the sum of the guest sizes of every machine the
+//! agent has that is not destroyed, stopped ones included (a stopped machine can start
+//! again at any time, so its room stays reserved); `schedulable` comes from
+//! [`AgentConfig::schedulable`].
 //!
 //! Depends on godwit-types, godwit-runtime, godwit-image and godwit-state; must not depend on
 //! godwit-api or godwit-cli.
@@ -19,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 mod agent;
+mod checks;
 mod db;
 mod http;
 mod ipam;
@@ -60,6 +67,14 @@ pub struct AgentConfig {
     /// Registries (`host:port`) spoken to over plain HTTP.
     #[serde(default)]
     pub insecure_registries: Vec<String>,
+    /// Published as `HostRecord.schedulable`: false keeps the scheduler from placing new
+    /// machines here (those already here keep running and can be updated). Default true.
+    #[serde(default = "schedulable_by_default")]
+    pub schedulable: bool,
+}
+
+fn schedulable_by_default() -> bool {
+    true
 }
 
 /// Why the agent could not run.

@@ -1,5 +1,7 @@
 //! Exit monitors: one task per started machine awaits its exit, records an `exit` event and
 //! applies the restart policy (under the machine's lock, so it never races an operation).
+//! A machine's health checks run exactly while its monitor does (started with it, restarted
+//! with the machine, stopped and cleared with it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -50,6 +52,7 @@ pub(crate) fn spawn(agent: &Arc<Agent>, id: &str) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id.to_owned(), handle);
+    crate::checks::start(agent, id);
 }
 
 /// Stops the machine's exit monitor, if any. Call with the machine's lock held.
@@ -63,6 +66,7 @@ pub(crate) fn stop(agent: &Agent, id: &str) {
         handle.cancel.cancel();
         handle.abort.abort();
     }
+    crate::checks::stop(agent, id);
 }
 
 pub(crate) fn stop_all(agent: &Agent) {
@@ -76,6 +80,7 @@ pub(crate) fn stop_all(agent: &Agent) {
         handle.cancel.cancel();
         handle.abort.abort();
     }
+    crate::checks::stop_all(agent);
 }
 
 /// After startup recovery: watch every started machine, and bring started machines whose
@@ -164,7 +169,10 @@ async fn watch(agent: Arc<Agent>, id: String, generation: u64, cancel: Cancellat
             return;
         }
         match handle_exit(&agent, &id, &exit).await {
-            Ok(Outcome::Restarted) => continue,
+            Ok(Outcome::Restarted) => {
+                crate::checks::start(&agent, &id);
+                continue;
+            }
             Ok(Outcome::Done { auto_destroy }) => {
                 forget(&agent, &id, generation);
                 if auto_destroy {
@@ -184,14 +192,22 @@ async fn watch(agent: Arc<Agent>, id: String, generation: u64, cancel: Cancellat
     }
 }
 
-/// Removes this monitor from the map unless a newer one replaced it.
+/// Removes this monitor from the map (and stops the machine's checks) unless a newer one
+/// replaced it.
 fn forget(agent: &Agent, id: &str, generation: u64) {
-    let mut monitors = agent
-        .monitors
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if monitors.get(id).is_some_and(|h| h.generation == generation) {
-        monitors.remove(id);
+    let current = {
+        let mut monitors = agent
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = monitors.get(id).is_some_and(|h| h.generation == generation);
+        if current {
+            monitors.remove(id);
+        }
+        current
+    };
+    if current {
+        crate::checks::stop(agent, id);
     }
 }
 

@@ -16,6 +16,7 @@ use crate::agent::{Agent, MachineGuard};
 use crate::db::{DbError, OpRow};
 
 mod create;
+mod kept_logs;
 mod lifecycle;
 mod update;
 

@@ -147,7 +147,7 @@ async fn publish(agent: &Agent, buckets: &Buckets, key: &Key) -> Result<(), Publ
                     cpus: row.config.guest.cpus,
                     memory_mb: row.config.guest.memory_mb,
                     services: row.config.services,
-                    checks: Vec::new(),
+                    checks: agent.checks.results(id),
                     cordoned: row.cordoned,
                     metadata: row.metadata,
                     updated_at: row.updated_at,
@@ -161,6 +161,7 @@ async fn publish(agent: &Agent, buckets: &Buckets, key: &Key) -> Result<(), Publ
             }
         },
         Key::Host => {
+            // Reserved: every machine not destroyed (stopped ones may start again any time).
             let rows = agent.db.list_machines(None)?;
             let record = HostRecord {
                 host_id: agent.cfg.host_id.clone(),
@@ -170,7 +171,7 @@ async fn publish(agent: &Agent, buckets: &Buckets, key: &Key) -> Result<(), Publ
                 memory_mb_total: agent.cfg.memory_mb,
                 cpus_reserved: rows.iter().map(|m| m.config.guest.cpus).sum(),
                 memory_mb_reserved: rows.iter().map(|m| m.config.guest.memory_mb).sum(),
-                schedulable: true,
+                schedulable: agent.cfg.schedulable,
                 updated_at: godwit_types::now_ms(),
             };
             buckets

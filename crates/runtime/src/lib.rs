@@ -31,7 +31,9 @@ pub trait MachineRuntime: Send + Sync + std::fmt::Debug {
     /// exit record is cleared first.
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
     /// Sends `signal`, waits up to `timeout` for exit, then SIGKILL; returns the exit.
-    /// Ok with the recorded exit if the machine had already exited.
+    /// Ok with the recorded exit if the machine had already exited, including when its
+    /// process died just before (runc no longer has the container): then it waits for the
+    /// shim to record the exit and returns that.
     async fn stop(
         &self,
         id: &str,

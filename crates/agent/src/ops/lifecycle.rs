@@ -16,9 +16,6 @@ pub(super) const START_STEPS: &[&str] = &["start", "started"];
 pub(super) const STOP_STEPS: &[&str] = &["signal", "wait", "stopped"];
 pub(super) const DESTROY_STEPS: &[&str] = &["kill", "destroy", "delete"];
 
-/// How long past the stop timeout to wait for an exit that is already under way.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
-
 /// How to stop.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StopPayload {
@@ -72,6 +69,7 @@ pub(super) async fn step(agent: &Arc<Agent>, op: &OpRow) -> Result<(), OpError> 
         }
         (OpKind::Destroy, "destroy") => agent.runtime.destroy(id).await?,
         (OpKind::Destroy, "delete") => {
+            super::kept_logs::discard(agent, id);
             agent.db.delete_machine(id)?;
             agent.changed(id);
             agent.publisher.mark_host();
@@ -89,17 +87,10 @@ pub(super) async fn stop_run(
     timeout: Duration,
 ) -> Result<(), OpError> {
     let exit = match agent.runtime.status(id).await? {
-        Status::Running { .. } => match agent.runtime.stop(id, signal, timeout).await {
-            Ok(exit) => exit,
-            // The run may have ended between status and stop: its exit is on its way.
-            Err(error) => {
-                debug!(machine_id = %id, %error, "stop failed; waiting for the exit instead");
-                tokio::time::timeout(timeout + EXIT_GRACE, agent.runtime.wait_exit(id))
-                    .await
-                    .map_err(|_| error)??
-            }
-        },
-        Status::Exited(exit) => exit,
+        // Also returns the exit of a run that ends while this runs.
+        Status::Running { .. } | Status::Exited(_) => {
+            agent.runtime.stop(id, signal, timeout).await?
+        }
         Status::Absent | Status::Prepared => return Ok(()),
     };
     let request = EventRequest {

@@ -1,5 +1,6 @@
 //! `update`: stop the old version → pull the new image → prepare the new version (the new
-//! config becomes current here) → start → started. A failed pull restarts the old version.
+//! config becomes current here; the logs are kept) → start → started. A failed pull restarts
+//! the old version.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use godwit_types::{MachineConfig, MachineState};
 use tracing::warn;
 
 use super::lifecycle::stop_run;
-use super::{OpError, machine, pull, settle};
+use super::{OpError, kept_logs, machine, pull, settle};
 use crate::agent::Agent;
 use crate::db::OpRow;
 
@@ -62,11 +63,11 @@ pub(super) async fn step(agent: &Arc<Agent>, op: &mut OpRow) -> Result<(), OpErr
             )?;
             agent.changed(&id);
             agent.publisher.mark_host();
-            agent.runtime.destroy(&id).await?;
-            let row = machine(agent, &id)?;
-            let spec = crate::spec::machine_spec(&row, &agent.cfg.host_id)
-                .ok_or_else(|| OpError::Gone(id.clone()))?;
-            agent.runtime.prepare(&spec).await?;
+            // Re-making the bundle wipes the machine dir: its logs move aside meanwhile.
+            kept_logs::keep(agent, &id);
+            let prepared = prepare_again(agent, &id).await;
+            kept_logs::restore(agent, &id);
+            prepared?;
         }
         "start" if launch => {
             agent.set_state(&id, MachineState::Starting)?;
@@ -83,6 +84,16 @@ pub(super) async fn step(agent: &Arc<Agent>, op: &mut OpRow) -> Result<(), OpErr
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Replaces the machine's bundle with one of its current version.
+async fn prepare_again(agent: &Agent, id: &str) -> Result<(), OpError> {
+    agent.runtime.destroy(id).await?;
+    let row = machine(agent, id)?;
+    let spec = crate::spec::machine_spec(&row, &agent.cfg.host_id)
+        .ok_or_else(|| OpError::Gone(id.to_owned()))?;
+    agent.runtime.prepare(&spec).await?;
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod checks;
 mod crash;
 mod lifecycle;
+mod logs;
 mod publish;
 mod support;

@@ -44,6 +44,7 @@ async fn keeps_working_while_nats_is_down_and_republishes() {
     assert_eq!(host.cpus_total, 8);
     assert_eq!(host.memory_mb_reserved, 128);
     assert_eq!(host.agent_url, c.base);
+    assert!(host.schedulable, "hosts are schedulable by default");
     drop(replica);
     drop(client);
 
@@ -84,6 +85,56 @@ async fn keeps_working_while_nats_is_down_and_republishes() {
     }
     replica
         .wait_for(Duration::from_secs(20), |m| m.is_empty())
+        .await
+        .unwrap();
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unschedulable_host_says_so_and_still_reserves_stopped_machines() {
+    let env = Env::new().await.unwrap();
+    let mut cfg = env.config();
+    cfg.schedulable = false;
+    let agent = InProcAgent::start_with(&env, cfg).await.unwrap();
+    let c = agent.client.clone();
+    let id = machine_id();
+    c.must_post(
+        "/v1/machines",
+        env.create_body(&id, env.sh_config("/busybox sleep 1000")),
+    )
+    .await;
+    c.must_post(
+        &format!("/v1/machines/{id}/stop"),
+        json!({ "signal": "SIGKILL" }),
+    )
+    .await;
+    c.must_reach_state(&id, "stopped").await;
+
+    let client = godwit_state::StateClient::connect(&env.nats.url)
+        .await
+        .unwrap();
+    let hosts = client.bucket::<HostRecord>("godwit_hosts").await.unwrap();
+    let replica = hosts.replica().await.unwrap();
+    let want = env.host_id.clone();
+    replica
+        .wait_for(Duration::from_secs(20), |m| {
+            m.values().any(|h| {
+                h.host_id == want
+                    && !h.schedulable
+                    && h.cpus_reserved == 1
+                    && h.memory_mb_reserved == 128
+            })
+        })
+        .await
+        .unwrap();
+
+    let (status, body) = c.delete(&format!("/v1/machines/{id}")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    replica
+        .wait_for(Duration::from_secs(20), |m| {
+            m.values()
+                .any(|h| h.host_id == want && h.cpus_reserved == 0 && h.memory_mb_reserved == 0)
+        })
         .await
         .unwrap();
     agent.stop().await.unwrap();

@@ -170,6 +170,7 @@ impl Env {
             name_prefix: self.prefix.clone(),
             shim: vec![AGENT_BIN.into(), "shim".into()],
             insecure_registries: vec![],
+            schedulable: true,
         }
     }
 

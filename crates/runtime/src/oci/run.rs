@@ -249,20 +249,12 @@ impl OciRuntime {
                 return Err(RuntimeError::NotRunning { id: id.to_owned() });
             }
         }
-        if let Err(e) = self.signal_machine(id, signal).await
-            && matches!(self.machine_status(id).await?, Status::Running { .. })
-        {
-            return Err(e);
-        }
+        self.signal_for_stop(id, signal).await?;
         if let Ok(result) = tokio::time::timeout(timeout, self.wait_machine_exit(id)).await {
             return result;
         }
         tracing::info!(machine_id = %id, ?timeout, "machine ignored the stop signal, killing it");
-        if let Err(e) = self.signal_machine(id, libc::SIGKILL).await
-            && matches!(self.machine_status(id).await?, Status::Running { .. })
-        {
-            return Err(e);
-        }
+        self.signal_for_stop(id, libc::SIGKILL).await?;
         tokio::time::timeout(KILL_TIMEOUT, self.wait_machine_exit(id))
             .await
             .map_err(|_| RuntimeError::Timeout {
@@ -270,6 +262,20 @@ impl OciRuntime {
                 what: "exit after SIGKILL",
                 timeout: KILL_TIMEOUT,
             })?
+    }
+
+    /// Sends `signal` for a stop. A container runc no longer runs is not an error: its
+    /// process died after the status check and the shim is recording the exit (it deletes
+    /// the container before writing `exit.json`), which the caller's wait picks up.
+    async fn signal_for_stop(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        match self.signal_machine(id, signal).await {
+            Ok(()) => Ok(()),
+            Err(e) if self.runc_running_pid(id).await.is_some() => Err(e),
+            Err(e) => {
+                tracing::debug!(machine_id = %id, error = %e, "container already gone; waiting for its exit");
+                Ok(())
+            }
+        }
     }
 
     pub(super) async fn signal_machine(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {

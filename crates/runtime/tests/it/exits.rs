@@ -147,3 +147,81 @@ async fn machine_outlives_a_killed_shim_and_the_lost_exit_is_recorded() {
         Status::Running { .. }
     ));
 }
+
+/// Resumes a SIGSTOPped process when dropped (so a failed assertion leaves no frozen shim).
+struct Frozen(nix::unistd::Pid);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::SIGCONT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_right_after_the_process_died_returns_its_exit() {
+    let host = Host::new();
+    let id = new_id();
+    host.rt
+        .prepare(&host.spec(&id, &["sleep", "1000"]))
+        .await
+        .expect("prepare");
+    host.rt.start(&id).await.expect("start");
+    let Status::Running { pid } = host.rt.status(&id).await.expect("status") else {
+        panic!("machine should run");
+    };
+    let read_pid = |name: &str| -> nix::unistd::Pid {
+        let text = std::fs::read_to_string(host.machine_dir(&id).join(name)).expect(name);
+        nix::unistd::Pid::from_raw(text.trim().parse().expect("pid"))
+    };
+    assert_eq!(read_pid("container.pid").as_raw().unsigned_abs(), pid);
+    // Freeze the shim so the window between the process dying and the exit being recorded
+    // (where runc no longer knows the container as running) stays open.
+    let shim = read_pid("shim.pid");
+    nix::sys::signal::kill(shim, nix::sys::signal::SIGSTOP).expect("stop the shim");
+    let frozen = Frozen(shim);
+    nix::sys::signal::kill(read_pid("container.pid"), nix::sys::signal::SIGKILL)
+        .expect("kill the machine's process");
+    crate::support::wait_until(Duration::from_secs(5), "the process to die", || async {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // A zombie (the frozen shim cannot reap it) or gone.
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        matches!(state, None | Some('Z' | 'X')).then_some(())
+    })
+    .await;
+    assert!(
+        matches!(
+            host.rt.status(&id).await.expect("status"),
+            Status::Running { .. }
+        ),
+        "the shim is alive and has not recorded the exit"
+    );
+    let rt_cfg = host.cfg.clone();
+    let stop_id = id.clone();
+    let mut stop = tokio::spawn(async move {
+        let rt = godwit_runtime::OciRuntime::new(rt_cfg).expect("runtime");
+        rt.stop(&stop_id, libc::SIGTERM, Duration::from_secs(20))
+            .await
+    });
+    // runc refuses to signal the dead container: stop must wait for the exit, not fail.
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut stop).await;
+    assert!(
+        early.is_err(),
+        "stop returned before the exit was recorded: {early:?}"
+    );
+    drop(frozen);
+    let exit = tokio::time::timeout(Duration::from_secs(20), stop)
+        .await
+        .expect("stop within 20s")
+        .expect("stop task")
+        .expect("stop");
+    assert_eq!(
+        (exit.exit_code, exit.signal),
+        (137, Some(9)),
+        "{}",
+        host.logs(&id)
+    );
+    assert_eq!(
+        host.rt.status(&id).await.expect("status"),
+        Status::Exited(exit)
+    );
+}

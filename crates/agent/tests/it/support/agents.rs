@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use godwit_agent::AgentConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::{AGENT_BIN, Client, Env, wait_until};
@@ -18,13 +19,17 @@ pub(crate) struct InProcAgent {
 
 impl InProcAgent {
     pub(crate) async fn start(env: &Env) -> anyhow::Result<Self> {
+        Self::start_with(env, env.config()).await
+    }
+
+    /// Starts it with `cfg` (its `advertise_url` is set here).
+    pub(crate) async fn start_with(env: &Env, mut cfg: AgentConfig) -> anyhow::Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("info,godwit_agent=debug")
             .try_init();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        let mut cfg = env.config();
         cfg.advertise_url = base.clone();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(godwit_agent::run(cfg, listener, cancel.clone()));

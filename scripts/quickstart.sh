@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The README's first command: from a fresh clone, as root, build Godwit and the example app,
+# pack the app into an OCI image (no Docker, no registry), start a dev cluster on this machine,
+# deploy the app and show its answer.
+#
+#   scripts/quickstart.sh            # data in $GODWIT_HOME or ~/.godwit
+#   GODWIT_HOME=/tmp/gw scripts/quickstart.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "quickstart: run as root (Godwit's dev cluster creates network namespaces and cgroups)" >&2
+    exit 1
+fi
+
+# Debian packages: the OCI runtime, the state layer, and curl for the last step.
+need=()
+command -v runc >/dev/null || need+=(runc)
+command -v nats-server >/dev/null || need+=(nats-server)
+command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${need[@]}" || {
+        apt-get update
+        apt-get install -y --no-install-recommends "${need[@]}"
+    }
+fi
+
+echo "==> building godwit and the example app (static)"
+cargo build --release -p godwit
+RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release -p hello --target x86_64-unknown-linux-gnu
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+GODWIT="$TARGET_DIR/release/godwit"
+
+echo "==> packing examples/hello into an OCI image at target/hello-image"
+# examples/hello/godwit.toml names this path (relative to itself).
+mkdir -p target
+rm -rf target/hello-image
+"$GODWIT" image build \
+    --binary "$TARGET_DIR/x86_64-unknown-linux-gnu/release/hello" \
+    --out target/hello-image --name hello --tag latest --port 8080
+
+echo "==> starting the dev cluster"
+"$GODWIT" dev up
+eval "$("$GODWIT" dev env)"
+
+echo "==> deploying examples/hello"
+deploy_log=$(mktemp)
+(cd examples/hello && "$GODWIT" deploy) | tee "$deploy_log"
+url=$(grep -Eo 'https?://[0-9.]+:[0-9]+' "$deploy_log" | tail -n 1 || true)
+rm -f "$deploy_log"
+if [ -z "$url" ]; then
+    echo "quickstart: deploy printed no URL" >&2
+    exit 1
+fi
+
+echo "==> asking the app"
+answer=""
+for _ in $(seq 1 50); do
+    if answer=$(curl -fsS --max-time 2 "$url/"); then
+        break
+    fi
+    sleep 0.2
+done
+if [ -z "$answer" ]; then
+    echo "quickstart: $url did not answer" >&2
+    exit 1
+fi
+echo "$answer"
+echo
+echo "The app answers at $url"
+echo "Try: eval \"\$($GODWIT dev env)\"; $GODWIT status -a hello; $GODWIT logs -a hello"
+echo "Stop everything with: $GODWIT dev down"

@@ -100,13 +100,18 @@ async fn two_testbeds_run_side_by_side() {
     for (tb, far) in [(&a, "fra"), (&b, "syd")] {
         let y = tb.node("y").unwrap();
         let target = must_serve(tb, "y", IpAddr::V4(y.ipv4), 0, "y").await;
-        let samples = connect_times(tb, "x", target, 3).await.unwrap();
+        let samples = connect_times(tb, "x", target, 5).await.unwrap();
         let rtt = tb.delays().rtt("ams", far).unwrap();
+        // Physics is a hard floor; the median (not every sample) must sit near it, so one
+        // handshake delayed by a busy CI core does not fail the test.
         assert!(
-            samples
-                .iter()
-                .all(|s| *s >= rtt && *s <= rtt + Duration::from_millis(3)),
+            samples.iter().all(|s| *s >= rtt),
             "{far}: {samples:?} vs {rtt:?}"
+        );
+        let med = crate::support::median(&samples);
+        assert!(
+            med <= rtt + Duration::from_millis(3),
+            "{far}: median {med:?} vs {rtt:?}"
         );
     }
 }

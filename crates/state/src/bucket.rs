@@ -32,6 +32,10 @@ impl<T: Record> Bucket<T> {
         &self.name
     }
 
+    pub(crate) fn store(&self) -> &kv::Store {
+        &self.store
+    }
+
     /// Writes `value` under `key` and returns its revision (grows with every write to the
     /// bucket).
     pub async fn put(&self, key: &str, value: &T) -> Result<u64, StateError> {
@@ -112,7 +116,7 @@ impl<T: Record> Bucket<T> {
     pub async fn replica_until(&self, cancel: CancellationToken) -> Result<Replica<T>, StateError> {
         replica::start(
             self.name.clone(),
-            self.store.clone(),
+            vec![self.store.clone()],
             self.client.clone(),
             cancel,
         )

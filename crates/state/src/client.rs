@@ -5,13 +5,13 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tracing::{debug, info};
 
-use crate::{Bucket, Record, StateError};
+use crate::{Bucket, Record, RegionalBucket, StateError, regional};
 
 /// How long [`StateClient::connect`] keeps trying.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// History kept per key in buckets this crate creates (the current value and 4 before it).
-const HISTORY: i64 = 5;
+pub(crate) const HISTORY: i64 = 5;
 
 /// A NATS connection with JetStream. Cheap to clone; clones share the connection, which
 /// reconnects by itself (forever) when the server goes away.
@@ -96,6 +96,27 @@ impl StateClient {
             }
         };
         Ok(Bucket::new(name.to_owned(), store, self.client.clone()))
+    }
+
+    /// Opens regional bucket `name` as seen from `home_region`, for a client of that region's
+    /// server (its JetStream domain is the region code): bucket `<name>_<home_region>`, which
+    /// only this region writes, created when missing, and for every other region R in
+    /// `all_regions` a local mirror of R's bucket `<name>_R` (through `$JS.R.API`), created
+    /// when missing. Safe to call from every host of every region, in any order: a mirror
+    /// whose source does not exist or cannot be reached yet starts following it later.
+    #[tracing::instrument(skip_all, fields(bucket = %name, region = %home_region))]
+    pub async fn regional_bucket<T: Record>(
+        &self,
+        name: &str,
+        home_region: &str,
+        all_regions: &[impl AsRef<str>],
+    ) -> Result<RegionalBucket<T>, StateError> {
+        let all_regions: Vec<&str> = all_regions.iter().map(AsRef::as_ref).collect();
+        regional::open(self, name, home_region, &all_regions).await
+    }
+
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
     }
 
     /// The underlying NATS client, for plain subjects (high-rate figures that do not belong

@@ -20,6 +20,15 @@ pub enum StateError {
         #[source]
         source: async_nats::Error,
     },
+    #[error("invalid region {region:?}: use letters, digits, '-' and '_'")]
+    InvalidRegion { region: String },
+    #[error("failed to open or create the mirror of bucket {bucket} of region {region}")]
+    OpenMirror {
+        bucket: String,
+        region: String,
+        #[source]
+        source: async_nats::Error,
+    },
     #[error("invalid key {key:?}: use letters, digits and '-/_=.' (escape ids with key_for)")]
     InvalidKey { key: String },
     #[error("failed to encode the value of {key} for bucket {bucket}")]

@@ -14,6 +14,9 @@ use tracing::Instrument as _;
 use crate::{Record, StateError};
 
 mod follow;
+mod table;
+
+use table::{Table, Update};
 
 /// How many changes a slow subscriber may fall behind before it sees `Lagged`.
 const CHANGES_CAPACITY: usize = 4096;
@@ -41,19 +44,32 @@ pub enum Change<T> {
     },
 }
 
-/// Starts the background task of a new replica.
+/// Starts a replica over `sources` (one store, or several for a regional bucket): opens every watch, then runs one background task per source.
 pub(crate) async fn start<T: Record>(
-    bucket: String,
-    store: kv::Store,
+    name: String,
+    sources: Vec<kv::Store>,
     client: async_nats::Client,
     cancel: CancellationToken,
 ) -> Result<Replica<T>, StateError> {
-    let watch = follow::open(&bucket, &store, &client).await?;
-    let shared = Arc::new(Shared::new(bucket.clone()));
+    let mut watches = Vec::with_capacity(sources.len());
+    for store in &sources {
+        watches.push(follow::open(&store.name, store, &client).await?);
+    }
+    let shared = Arc::new(Shared::new(name, sources.len()));
     let token = cancel.child_token();
     let stop = Arc::new(token.clone().drop_guard());
-    let task = follow::run(watch, store, client, Arc::clone(&shared), token);
-    tokio::spawn(task.instrument(tracing::info_span!("replica", bucket = %bucket)));
+    for (source, (watch, store)) in watches.into_iter().zip(sources).enumerate() {
+        let span = tracing::info_span!("replica", bucket = %store.name);
+        let task = follow::run(
+            watch,
+            store,
+            client.clone(),
+            Arc::clone(&shared),
+            source,
+            token.clone(),
+        );
+        tokio::spawn(task.instrument(span));
+    }
     Ok(Replica {
         shared,
         _stop: stop,
@@ -167,7 +183,7 @@ impl<T> fmt::Debug for Replica<T> {
     }
 }
 
-/// What the replica's handles and its task share.
+/// What the replica's handles and its tasks share.
 struct Shared<T> {
     bucket: String,
     table: RwLock<Table<T>>,
@@ -175,111 +191,45 @@ struct Shared<T> {
     ready: watch::Sender<bool>,
 }
 
-/// The values and, for each, the revision that wrote it.
-struct Table<T> {
-    values: HashMap<String, T>,
-    revisions: HashMap<String, u64>,
-}
-
-/// One decoded entry of the bucket's stream.
-enum Update<T> {
-    Put {
-        key: String,
-        value: T,
-        revision: u64,
-    },
-    Delete {
-        key: String,
-    },
-}
-
 // === impl Shared ===
 
 impl<T: Record> Shared<T> {
-    fn new(bucket: String) -> Self {
+    fn new(bucket: String, sources: usize) -> Self {
         Shared {
             bucket,
-            table: RwLock::new(Table::default()),
+            table: RwLock::new(Table::new(sources)),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
-            ready: watch::Sender::new(false),
+            ready: watch::Sender::new(sources == 0),
         }
     }
 
-    /// Applies one update and tells subscribers.
-    fn apply(&self, update: Update<T>) {
-        let change = self.write().apply(update);
+    /// Applies one update from `source` and tells subscribers.
+    fn apply(&self, source: usize, update: Update<T>) {
+        let change = self.write().apply(source, update);
         if let Some(change) = change {
             // No subscriber is fine.
             let _ = self.changes.send(change);
         }
     }
 
-    /// Replaces the whole table with a freshly loaded one, tells subscribers what differs,
-    /// and marks the replica ready.
-    fn replace(&self, loaded: Table<T>) {
-        let changes = {
+    /// Replaces everything `source` holds with a freshly loaded table of it, tells
+    /// subscribers what differs, and marks the replica ready once every source has loaded.
+    fn replace(&self, source: usize, loaded: Table<T>) {
+        let (changes, all_loaded) = {
             let mut table = self.write();
-            let mut changes: Vec<Change<T>> = table
-                .values
-                .keys()
-                .filter(|key| !loaded.values.contains_key(*key))
-                .map(|key| Change::Delete { key: key.clone() })
-                .collect();
-            changes.extend(loaded.values.iter().filter_map(|(key, value)| {
-                let revision = loaded.revisions.get(key).copied().unwrap_or(0);
-                (table.revisions.get(key) != Some(&revision)).then(|| Change::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                    revision,
-                })
-            }));
-            *table = loaded;
-            changes
+            let changes = table.replace(source, loaded);
+            (changes, table.all_loaded())
         };
         tracing::debug!(changed = changes.len(), "replica loaded");
         for change in changes {
             let _ = self.changes.send(change);
         }
-        self.ready.send_replace(true);
+        if all_loaded {
+            self.ready.send_replace(true);
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table<T>> {
         self.table.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-// === impl Table ===
-
-impl<T> Default for Table<T> {
-    fn default() -> Self {
-        Table {
-            values: HashMap::new(),
-            revisions: HashMap::new(),
-        }
-    }
-}
-
-impl<T: Clone> Table<T> {
-    /// Applies `update`; returns the change, or `None` for deleting a missing key.
-    fn apply(&mut self, update: Update<T>) -> Option<Change<T>> {
-        match update {
-            Update::Put {
-                key,
-                value,
-                revision,
-            } => {
-                self.values.insert(key.clone(), value.clone());
-                self.revisions.insert(key.clone(), revision);
-                Some(Change::Put {
-                    key,
-                    value,
-                    revision,
-                })
-            }
-            Update::Delete { key } => {
-                self.revisions.remove(&key);
-                self.values.remove(&key).map(|_| Change::Delete { key })
-            }
-        }
     }
 }

@@ -1,5 +1,9 @@
 //! A real `nats-server` with JetStream for tests: free ports, a temporary store, killed on
 //! drop. Needs the `nats-server` binary on `PATH` (Debian package `nats-server`).
+//!
+//! [`NatsServer::start_region`] starts one region's server (its own JetStream domain, leaf
+//! connections to the hub; see [`crate::region_server_config`]), for tests of regional
+//! buckets with several servers on loopback.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -19,8 +23,19 @@ pub struct NatsServer {
     pub port: u16,
     /// The HTTP monitoring port (`/healthz`, `/jsz`).
     pub monitor_port: u16,
+    /// The port accepting leaf connections, on a region server started with `leaf_listen`.
+    pub leaf_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    region: Option<Region>,
+}
+
+/// How a region server is configured.
+#[derive(Debug)]
+struct Region {
+    domain: String,
+    leaf_listen: bool,
+    leaf_remotes: Vec<String>,
 }
 
 /// Why a test nats-server did not start.
@@ -30,6 +45,8 @@ pub enum StartNatsError {
     Spawn(#[source] std::io::Error),
     #[error("failed to create a temporary directory for nats-server")]
     TempDir(#[source] std::io::Error),
+    #[error("failed to write the nats-server configuration file")]
+    Config(#[source] std::io::Error),
     #[error("nats-server exited with {status} before it was ready; its log:\n{log}")]
     Exited {
         status: std::process::ExitStatus,
@@ -43,6 +60,38 @@ impl NatsServer {
     /// Starts a server on free ports with a fresh store, and waits until it is healthy
     /// (JetStream included).
     pub fn start() -> Result<Self, StartNatsError> {
+        Self::start_with(None)
+    }
+
+    /// Starts the server of region `domain`: JetStream domain `domain`, accepting leaf
+    /// connections when `leaf_listen` (the hub; see [`NatsServer::leaf_url`]) and connecting
+    /// to every `leaf_remotes` URL (`nats-leaf://…`, the hub's). Waits until it is healthy and
+    /// its leaf connections are up, so start the hub first. Restarts keep every port, so the
+    /// spokes of a restarted hub reconnect by themselves.
+    pub fn start_region(
+        domain: &str,
+        leaf_listen: bool,
+        leaf_remotes: &[String],
+    ) -> Result<Self, StartNatsError> {
+        Self::start_with(Some(Region {
+            domain: domain.to_owned(),
+            leaf_listen,
+            leaf_remotes: leaf_remotes.to_vec(),
+        }))
+    }
+
+    /// `nats-leaf://127.0.0.1:<port>` of a hub, for the `leaf_remotes` of the others.
+    pub fn leaf_url(&self) -> Option<String> {
+        self.leaf_port
+            .map(|port| format!("nats-leaf://127.0.0.1:{port}"))
+    }
+
+    /// The JetStream domain of a region server.
+    pub fn domain(&self) -> Option<&str> {
+        self.region.as_ref().map(|region| region.domain.as_str())
+    }
+
+    fn start_with(region: Option<Region>) -> Result<Self, StartNatsError> {
         let dir = tempfile::Builder::new()
             .prefix("godwit-nats-")
             .tempdir()
@@ -51,8 +100,10 @@ impl NatsServer {
             url: String::new(),
             port: 0,
             monitor_port: 0,
+            leaf_port: None,
             dir,
             child: None,
+            region,
         };
         server.spawn()?;
         Ok(server)
@@ -91,10 +142,31 @@ impl NatsServer {
         } else {
             (self.port.to_string(), self.monitor_port.to_string())
         };
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-m", &monitor_port])
-            .arg("-sd")
-            .arg(self.store_dir())
+        let mut command = Command::new("nats-server");
+        match &self.region {
+            None => {
+                command
+                    .args(["-js", "-a", "127.0.0.1", "-p", &port, "-m", &monitor_port])
+                    .arg("-sd")
+                    .arg(self.store_dir());
+            }
+            Some(region) => {
+                let leaf_port = self.leaf_port.map_or("-1".to_owned(), |p| p.to_string());
+                let config = crate::region_server_config(&crate::RegionServer {
+                    name: format!("godwit-test-{}", region.domain),
+                    domain: region.domain.clone(),
+                    listen: format!("127.0.0.1:{port}"),
+                    monitor: Some(format!("127.0.0.1:{monitor_port}")),
+                    leaf_listen: region.leaf_listen.then(|| format!("127.0.0.1:{leaf_port}")),
+                    leaf_remotes: region.leaf_remotes.clone(),
+                    store_dir: self.store_dir(),
+                });
+                let path = self.dir.path().join("nats-server.conf");
+                std::fs::write(&path, config).map_err(StartNatsError::Config)?;
+                command.arg("-c").arg(path);
+            }
+        }
+        let child = command
             .arg("--ports_file_dir")
             .arg(self.dir.path())
             .arg("-l")
@@ -124,7 +196,7 @@ impl NatsServer {
                 self.port = port;
                 self.monitor_port = monitor_port;
             }
-            if self.port != 0 && healthy(self.monitor_port) {
+            if self.port != 0 && healthy(self.monitor_port) && self.leaves_ready() {
                 self.url = format!("nats://127.0.0.1:{}", self.port);
                 return Ok(());
             }
@@ -138,6 +210,35 @@ impl NatsServer {
             // Polling a condition with a deadline, not synchronising by sleep.
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+// === impl NatsServer (region servers) ===
+
+impl NatsServer {
+    /// Whether a region server's leaf connections are up (and, the first time, learns the
+    /// port it accepts them on). Always true for a plain server.
+    fn leaves_ready(&mut self) -> bool {
+        let Some(region) = &self.region else {
+            return true;
+        };
+        let Some(varz) = get_json(self.monitor_port, "/varz") else {
+            return false;
+        };
+        if region.leaf_listen && self.leaf_port.is_none() {
+            let port = varz
+                .pointer("/leaf/port")
+                .and_then(serde_json::Value::as_u64);
+            match port.and_then(|port| u16::try_from(port).ok()) {
+                Some(port) if port != 0 => self.leaf_port = Some(port),
+                _ => return false,
+            }
+        }
+        let connected = varz
+            .get("leafnodes")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        connected >= u64::try_from(region.leaf_remotes.len()).unwrap_or(u64::MAX)
     }
 }
 
@@ -160,17 +261,27 @@ fn read_ports(path: &Path) -> Option<(u16, u16)> {
 
 /// Whether `GET /healthz` on the monitoring port answers 200 (JetStream is up).
 fn healthy(monitor_port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", monitor_port)) else {
-        return false;
-    };
+    get(monitor_port, "/healthz").is_some()
+}
+
+/// The JSON body of a 200 answer to `GET path` on the monitoring port.
+fn get_json(monitor_port: u16, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&get(monitor_port, path)?).ok()
+}
+
+/// The body of a 200 answer to `GET path` on the monitoring port.
+fn get(monitor_port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", monitor_port)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    if !(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")) {
+        return None;
+    }
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_owned())
 }
 
 fn read_log(path: &Path) -> String {

@@ -63,21 +63,22 @@ pub(super) async fn open(
     })
 }
 
-/// Follows `watch` until `cancel` fires, reopening it whenever it ends.
+/// Follows `watch` (the watch of source number `source`) until `cancel` fires, reopening it whenever it ends.
 pub(super) async fn run<T: Record>(
     mut watch: Watch,
     store: kv::Store,
     client: async_nats::Client,
     shared: Arc<Shared<T>>,
+    source: usize,
     cancel: CancellationToken,
 ) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = follow(watch, &shared) => {}
+            () = follow(watch, &shared, source) => {}
         }
         warn!("replica watch ended, reloading");
-        let reopen = reopen(&shared.bucket, &store, &client);
+        let reopen = reopen(&store.name, &store, &client);
         watch = tokio::select! {
             () = cancel.cancelled() => break,
             watch = reopen => watch,
@@ -101,7 +102,7 @@ async fn reopen(bucket: &str, store: &kv::Store, client: &async_nats::Client) ->
 
 /// Loads the bucket into a fresh table, swaps it in, then applies changes one by one until
 /// the message stream ends.
-async fn follow<T: Record>(watch: Watch, shared: &Shared<T>) {
+async fn follow<T: Record>(watch: Watch, shared: &Shared<T>, source: usize) {
     let Watch {
         mut messages,
         initial_pending,
@@ -109,7 +110,7 @@ async fn follow<T: Record>(watch: Watch, shared: &Shared<T>) {
     } = watch;
     let mut loading = Some(Table::default());
     if initial_pending == 0 {
-        shared.replace(loading.take().unwrap_or_default());
+        shared.replace(source, loading.take().unwrap_or_default());
     }
     let mut errors_in_a_row = 0;
     while let Some(next) = messages.next().await {
@@ -132,13 +133,13 @@ async fn follow<T: Record>(watch: Watch, shared: &Shared<T>) {
         };
         match loading.as_mut() {
             Some(table) => {
-                table.apply(update);
+                table.apply(source, update);
                 if pending == 0 {
                     info!(records = table.values.len(), "replica loaded");
-                    shared.replace(loading.take().unwrap_or_default());
+                    shared.replace(source, loading.take().unwrap_or_default());
                 }
             }
-            None => shared.apply(update),
+            None => shared.apply(source, update),
         }
     }
 }

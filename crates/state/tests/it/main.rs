@@ -1,6 +1,7 @@
 //! Integration tests for godwit-state against a real nats-server (one per test).
 
 mod bucket;
+mod regional;
 mod replica;
 mod restart;
 mod testing;

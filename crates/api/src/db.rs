@@ -1,7 +1,7 @@
 //! The control plane's SQLite database: one connection behind a std mutex, held only for the
 //! few microseconds a statement takes and never across an `.await`.
 //!
-//! It stores what the API owns (orgs, tokens, apps, secrets, hosts) and the routing table
+//! It stores what the API owns (orgs, tokens, apps, secrets, certificates, hosts) and the routing table
 //! (machine id → host); never a copy of machine state, which belongs to the agents.
 
 use std::path::Path;
@@ -10,13 +10,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 mod apps;
+mod certs;
 mod secrets;
 
 pub(crate) use apps::{AppRow, MachineRow};
+pub(crate) use certs::{CertRow, CertSource, StoredCert};
 pub(crate) use secrets::SecretsVersion;
 
 /// Schema migrations; `PRAGMA user_version` counts how many have run.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE orgs (
     id INTEGER PRIMARY KEY,
     slug TEXT NOT NULL UNIQUE,
@@ -66,7 +69,25 @@ CREATE TABLE secrets (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (app_id, name)
 );
-"];
+",
+    r"
+CREATE TABLE certificates (
+    hostname TEXT PRIMARY KEY,
+    app_id INTEGER NOT NULL REFERENCES apps(id),
+    source TEXT NOT NULL CHECK (source IN ('custom', 'acme')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'ready', 'failed')),
+    error TEXT,
+    fullchain TEXT,
+    key_nonce BLOB,
+    key_ciphertext BLOB,
+    issuer TEXT,
+    not_after INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX certificates_by_app ON certificates(app_id);
+",
+];
 
 /// The database handle shared by all handlers.
 #[derive(Debug)]

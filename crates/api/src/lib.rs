@@ -1,7 +1,9 @@
 //! godwit-api: the control plane behind `godwit api`.
 //!
-//! Owns organisations, bearer tokens, apps, encrypted app secrets, the host registry and the
-//! routing table (machine id → host) in an embedded SQLite database, and serves the Machines
+//! Owns organisations, bearer tokens, apps, encrypted app secrets, certificates of custom
+//! hostnames (uploaded or issued by ACME, published to the proxies through the
+//! `godwit_certs` bucket), the host registry and the routing table (machine id → host) in an
+//! embedded SQLite database, and serves the Machines
 //! REST API under `/v1`, shaped like Fly's. Machine calls are placed with `godwit_sched` and
 //! forwarded to the agent that owns the machine: the agent is the truth about its machines,
 //! this crate never keeps a second copy of machine state.
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 mod agent;
 mod auth;
+mod certs;
 mod crypto;
 mod db;
 mod error;
@@ -40,6 +43,11 @@ pub struct ApiConfig {
     pub nats_url: String,
     /// Region of machines created without one.
     pub default_region: String,
+    /// ACME directory URL for `POST /v1/apps/{app}/certificates/acme`; `None` turns ACME off.
+    pub acme_directory: Option<String>,
+    /// A PEM file of root CAs to trust for the ACME server (a test CA such as pebble's),
+    /// instead of the system roots.
+    pub acme_ca_pem: Option<std::path::PathBuf>,
 }
 
 /// What [`init`] made; the tokens are shown only here (they are stored hashed).

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{apps, hosts, logs, machine_ops, machines, secrets};
+use crate::routes::{apps, certs, hosts, logs, machine_ops, machines, secrets};
 
 /// The whole `/v1` API.
 #[derive(Debug, OpenApi)]
@@ -24,12 +24,14 @@ use crate::routes::{apps, hosts, logs, machine_ops, machines, secrets};
         machine_ops::exec, machine_ops::events, machine_ops::get_metadata,
         machine_ops::set_metadata, machine_ops::delete_metadata,
         secrets::list_secrets, secrets::set_secrets, secrets::unset_secret,
+        certs::add_custom, certs::add_acme, certs::list, certs::get, certs::delete,
         hosts::register_host, hosts::list_hosts,
     ),
     components(schemas(godwit_types::api::ErrorBody, hosts::HostInfo)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "apps"), (name = "machines"), (name = "secrets"), (name = "hosts"),
+    tags((name = "apps"), (name = "machines"), (name = "secrets"), (name = "certificates"),
+         (name = "hosts"),
          (name = "meta")),
 )]
 pub struct ApiDoc;

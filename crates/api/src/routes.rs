@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::server::{AppState, request_id};
 
 pub(crate) mod apps;
+pub(crate) mod certs;
 pub(crate) mod hosts;
 pub(crate) mod logs;
 pub(crate) mod machine_ops;
@@ -58,6 +59,16 @@ pub(crate) fn router(state: AppState) -> Router {
             axum::routing::delete(secrets::unset_secret),
         )
         .route("/v1/apps/{app}/logs", get(logs::app_logs))
+        .route("/v1/apps/{app}/certificates", get(certs::list))
+        .route(
+            "/v1/apps/{app}/certificates/custom",
+            post(certs::add_custom),
+        )
+        .route("/v1/apps/{app}/certificates/acme", post(certs::add_acme))
+        .route(
+            "/v1/apps/{app}/certificates/{hostname}",
+            get(certs::get).delete(certs::delete),
+        )
         .route(
             "/v1/apps/{app}/machines",
             get(machines::list_machines).post(machines::create_machine),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::agent::Agents;
+use crate::certs::Certs;
 use crate::crypto::{self, DataKey};
 use crate::db::{Db, TokenKind};
 use crate::error::{ErrorReport, InitError, ServeError};
@@ -40,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) hosts: Replica<HostRecord>,
     pub(crate) machines: Replica<MachineRecord>,
     pub(crate) default_region: String,
+    /// Certificate distribution and ACME issuance.
+    pub(crate) certs: Certs,
     /// Fires at shutdown; ends long-lived log streams so the server can drain.
     pub(crate) cancel: CancellationToken,
 }
@@ -139,6 +142,18 @@ pub(crate) async fn serve(
             tracing::warn!(bucket = name, %error, "serving before the replica finished loading");
         }
     }
+    let certs = Certs::open(&cfg, &state_client)
+        .await
+        .map_err(ServeError::State)?;
+    let interrupted = db.fail_interrupted_acme().map_err(db_error)?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "acme orders were interrupted by a restart: ask again"
+        );
+    }
+    let published = certs.republish(&db, &key).await.map_err(db_error)?;
+    tracing::debug!(published, "certificates published");
     let db = Arc::new(db);
     let agents = Agents::new(db.clone(), key.clone()).map_err(ServeError::Client)?;
     let state = AppState {
@@ -148,6 +163,7 @@ pub(crate) async fn serve(
         hosts,
         machines,
         default_region: cfg.default_region.clone(),
+        certs,
         cancel: cancel.clone(),
     };
     let app = crate::routes::router(state);

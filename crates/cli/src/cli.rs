@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{AgentArgs, ApiArgs, ImageCmd};
+use crate::daemon::{AgentArgs, ApiArgs, ImageCmd, ProxyArgs};
 use crate::dev::DevArgs;
 
 #[derive(Parser, Debug)]
@@ -67,6 +67,9 @@ pub(crate) enum Command {
     /// Run a host agent (daemon)
     #[command(hide = true)]
     Agent(AgentArgs),
+    /// Run the edge proxy (daemon)
+    #[command(hide = true)]
+    Proxy(ProxyArgs),
 }
 
 /// Which app: `--app`, else the `app` of godwit.toml / fly.toml in this directory.

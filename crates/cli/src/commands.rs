@@ -31,7 +31,11 @@ pub(crate) async fn run(global: GlobalArgs, cmd: Command) -> anyhow::Result<()> 
         Command::Scale(crate::cli::ScaleCmd::Count(args)) => scale::count(&ctx, &args).await,
         Command::Secrets(cmd) => apps::secrets(&ctx, cmd).await,
         Command::Apps(cmd) => apps::apps(&ctx, cmd).await,
-        Command::Image(_) | Command::Dev(_) | Command::Api(_) | Command::Agent(_) => {
+        Command::Image(_)
+        | Command::Dev(_)
+        | Command::Api(_)
+        | Command::Agent(_)
+        | Command::Proxy(_) => {
             anyhow::bail!("internal error: daemon command dispatched as a client command")
         }
     }
@@ -45,12 +49,27 @@ struct Ctx {
 
 impl Ctx {
     fn client(&self) -> anyhow::Result<ApiClient> {
-        let endpoint = Endpoint::resolve(
+        Ok(ApiClient::new(&self.endpoint()?))
+    }
+
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        Ok(Endpoint::resolve(
             self.global.api_url.clone(),
             self.global.token.clone(),
             &crate::client::data_dir(),
-        )?;
-        Ok(ApiClient::new(&endpoint))
+        )?)
+    }
+
+    /// Prints the app's public URL through the dev cluster's proxy, with a curl line, when the
+    /// API is the dev cluster's.
+    fn say_public_urls(&self, app: &str, machines: &[Machine]) {
+        let Ok(endpoint) = self.endpoint() else {
+            return;
+        };
+        let data_dir = crate::client::data_dir();
+        for line in crate::dev::public_url_lines(&data_dir, &endpoint.api_url, app, machines) {
+            output::say(line);
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The daemons the one binary also is (`godwit api`, `godwit agent`), and `godwit image build`.
+//! The daemons the one binary also is (`godwit api`, `godwit agent`, `godwit proxy`), and
+//! `godwit image build`.
 //! Each parses flags, sets up logging and SIGTERM/SIGINT, and calls one library function.
 
 use std::path::PathBuf;
@@ -8,6 +9,10 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::output;
+
+mod proxy;
+
+pub(crate) use proxy::{ProxyArgs, proxy};
 
 /// `godwit api [init]`.
 #[derive(Args, Debug)]
@@ -27,6 +32,12 @@ pub(crate) struct ApiArgs {
     /// Region of machines created without one
     #[arg(long, default_value = "local")]
     region: String,
+    /// ACME directory URL for app certificates (none: ACME off)
+    #[arg(long, value_name = "URL")]
+    acme_directory: Option<String>,
+    /// PEM file of root CAs to trust for the ACME server instead of the system's
+    #[arg(long, value_name = "FILE")]
+    acme_ca_pem: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +166,8 @@ pub(crate) fn api(args: ApiArgs) -> anyhow::Result<()> {
             data_dir,
             nats_url: args.nats_url,
             default_region: args.region,
+            acme_directory: args.acme_directory,
+            acme_ca_pem: args.acme_ca_pem,
         };
         godwit_api::serve(cfg, listener, cancel)
             .await

@@ -1,9 +1,9 @@
 //! `godwit dev`: a whole Godwit cluster on this machine, for trying Godwit and for end-to-end
 //! tests.
 //!
-//! `up` starts `nats-server`, `godwit api` and one `godwit agent` as detached background
-//! processes on loopback (installing missing Debian packages first), `env` prints what the CLI
-//! needs, `status` shows what runs, and `down` destroys every machine through the API, stops
+//! `up` starts `nats-server`, `godwit api`, one `godwit agent` and `godwit proxy` (TLS with a
+//! local CA, `https://<app>.<domain>`) as detached background processes on loopback
+//! (installing missing Debian packages first), `env` prints what the CLI needs, `status` shows what runs, and `down` destroys every machine through the API, stops
 //! the daemons and sweeps anything left (runc containers, mounts, network namespaces, veths,
 //! cgroups). Every file lives under one data directory, in `<data dir>/dev/`.
 //!
@@ -21,8 +21,12 @@ mod down;
 mod host;
 mod http;
 mod procs;
+mod proxy;
 mod sweep;
+mod tls;
 mod up;
+
+pub(crate) use proxy::public_url_lines;
 
 /// `godwit dev …`.
 #[derive(clap::Args, Debug)]
@@ -33,7 +37,8 @@ pub struct DevArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum DevCmd {
-    /// Start nats-server, the API and one agent in the background; returns once all are ready
+    /// Start nats-server, the API, one agent and the proxy in the background; returns once all
+    /// are ready
     Up(up::UpArgs),
     /// Print the environment variables the CLI needs (`eval "$(godwit dev env)"`)
     Env(DataDirArg),
@@ -68,6 +73,10 @@ struct Layout {
     join_token_file: PathBuf,
     /// [`EnvFile`], read by the CLI (0600).
     env_file: PathBuf,
+    /// The local CA and the `*.<domain>` certificate.
+    tls_dir: PathBuf,
+    /// The token the proxy starts and stops machines with (0600).
+    proxy_token_file: PathBuf,
 }
 
 /// What `up` decided and started; `down` and `status` read it.
@@ -81,7 +90,17 @@ struct DevState {
     nats_monitor_port: u16,
     api_port: u16,
     agent_port: u16,
-    /// Daemon name (`nats`, `api`, `agent`) → pid.
+    /// Apps are reached through the proxy as `<app>.<domain>`.
+    #[serde(default)]
+    domain: String,
+    /// The proxy's plain HTTP port (it stands for port 80); 0 in state files from before the
+    /// proxy.
+    #[serde(default)]
+    proxy_http_port: u16,
+    /// The proxy's HTTPS port (it stands for port 443).
+    #[serde(default)]
+    proxy_https_port: u16,
+    /// Daemon name (`nats`, `api`, `agent`, `proxy`) → pid.
     #[serde(default)]
     pids: BTreeMap<String, u32>,
 }
@@ -100,10 +119,23 @@ struct EnvFile {
     api_url: String,
     token: String,
     nats_url: String,
+    /// How to reach apps through the dev proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy: Option<ProxyEnv>,
+}
+
+/// The dev proxy, as `env.json` tells the CLI: apps answer at
+/// `https://<app>.<domain>:<https_port>` on 127.0.0.1, signed by the CA in `ca_cert`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProxyEnv {
+    pub(crate) domain: String,
+    pub(crate) http_port: u16,
+    pub(crate) https_port: u16,
+    pub(crate) ca_cert: PathBuf,
 }
 
 /// The daemons, in start order (`down` stops them in reverse).
-const DAEMONS: [&str; 3] = ["nats", "api", "agent"];
+const DAEMONS: [&str; 4] = ["nats", "api", "agent", "proxy"];
 
 /// Runs `godwit dev …`.
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -130,6 +162,9 @@ fn env(layout: &Layout) -> anyhow::Result<()> {
         "export GODWIT_API_URL={}\nexport GODWIT_API_TOKEN={}",
         env_file.api_url, env_file.token
     ));
+    if let Some(proxy) = &env_file.proxy {
+        say(format_args!("export GODWIT_CA={}", proxy.ca_cert.display()));
+    }
     Ok(())
 }
 
@@ -155,6 +190,9 @@ async fn status(layout: &Layout) -> anyhow::Result<()> {
             }
         };
         say(format_args!("{name:<6} {line}"));
+    }
+    if let Some(proxy) = layout.read_env()?.and_then(|env_file| env_file.proxy) {
+        say(format_args!("{}", proxy::describe(&proxy)));
     }
     let api_url = state.api_url();
     let healthy = http::is_healthy(&format!("{api_url}/v1/healthz")).await;
@@ -237,6 +275,8 @@ impl Layout {
             tokens_file: dev_dir.join("tokens.json"),
             join_token_file: dev_dir.join("join-token"),
             env_file: dev_dir.join("env.json"),
+            tls_dir: dev_dir.join("tls"),
+            proxy_token_file: dev_dir.join("proxy-token"),
             dev_dir,
             data_dir,
         })

@@ -1,6 +1,7 @@
 //! godwit-cli: the `godwit` command line — `launch`, `deploy`, `status`, `machine …`, `logs`,
 //! `scale`, `secrets`, `apps`, `config validate`, `image build` — plus the daemon entry points
-//! the one binary also is (`godwit api`, `godwit agent`, `godwit shim`) and `godwit dev`.
+//! the one binary also is (`godwit api`, `godwit agent`, `godwit proxy`, `godwit shim`) and
+//! `godwit dev`.
 //!
 //! It owns the `godwit.toml` / `fly.toml` parser ([`appconfig`]) and the REST client
 //! ([`client`]). It talks to the control plane only over HTTP: it must not reach into the API's
@@ -54,6 +55,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args),
         Command::Api(args) => daemon::api(args),
         Command::Agent(args) => daemon::agent(args),
+        Command::Proxy(args) => daemon::proxy(args),
         Command::Image(cmd) => daemon::image(cmd),
         cmd => {
             init_cli_tracing();

@@ -23,6 +23,7 @@ pub(crate) async fn run(proxy: Arc<Proxy>, starter: Arc<dyn Starter>, cancel: Ca
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        proxy.upstream.sweep();
         // Runs to completion: a stop that was asked for is not abandoned halfway.
         pass(&proxy, starter.as_ref()).await;
     }
@@ -30,7 +31,10 @@ pub(crate) async fn run(proxy: Arc<Proxy>, starter: Arc<dyn Starter>, cancel: Ca
 
 async fn pass(proxy: &Proxy, starter: &dyn Starter) {
     for app in proxy.routes.apps() {
-        let machines = proxy.routes.all_targets(&app);
+        let Some(routes) = proxy.routes.app(&app) else {
+            continue;
+        };
+        let machines = routes.all();
         let running: Vec<_> = machines
             .iter()
             .filter(|t| t.state == MachineState::Started && !t.cordoned)

@@ -3,34 +3,41 @@
 //! hard limit; ties are broken at random.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::Rng as _;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
-use crate::routes::Target;
+use crate::routes::{Health, Target};
 
 /// In-flight requests per machine, shared by every listener of one proxy.
 #[derive(Debug, Default)]
 pub(crate) struct Loads {
     machines: Mutex<HashMap<String, MachineLoad>>,
-    /// Fired whenever a request ends, so queued requests look again.
+    /// Fired whenever a request ends while requests are queued, so they look again.
     pub(crate) released: Notify,
+    /// Requests queued for a machine (only then is a release announced).
+    waiting: AtomicUsize,
 }
+
+/// A request queued for a machine, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct Waiting<'a>(&'a Loads);
 
 /// A request counted against a machine until dropped.
 #[derive(Debug)]
 pub(crate) struct LoadGuard {
     loads: Arc<Loads>,
-    machine_id: String,
+    target: Arc<Target>,
 }
 
 /// What [`Loads::acquire`] found.
 #[derive(Debug)]
 pub(crate) struct Acquired {
     pub(crate) guard: LoadGuard,
-    pub(crate) target: Target,
+    pub(crate) target: Arc<Target>,
     /// Every candidate was at or above its soft limit.
     pub(crate) over_soft: bool,
 }
@@ -46,19 +53,32 @@ struct MachineLoad {
 // === impl Loads ===
 
 impl Loads {
-    /// Counts a request against the best of `candidates` (all assumed able to serve), or
-    /// returns `None` when every one is at its hard limit or draining.
+    /// Counts a request against the best of the `candidates` that `allow` accepts (all
+    /// assumed able to serve), or returns `None` when every one is at its hard limit or
+    /// draining. Machines whose service checks have not passed yet are used only when no
+    /// passing machine is a candidate.
     pub(crate) fn acquire(
         self: &Arc<Self>,
-        candidates: Vec<Target>,
+        candidates: &[Arc<Target>],
+        allow: impl Fn(&Target) -> bool,
         local_region: &str,
     ) -> Option<Acquired> {
         let now = Instant::now();
         let mut machines = self.lock();
-        let mut best: Vec<(usize, bool)> = Vec::new();
+        let any_passing = candidates
+            .iter()
+            .any(|t| t.health == Health::Passing && allow(t));
+        let mut best: Option<(&Arc<Target>, bool)> = None;
         let mut best_key = None;
-        for (idx, target) in candidates.iter().enumerate() {
-            let load = machines.get(&target.machine_id);
+        let mut ties = 0_u32;
+        for target in candidates {
+            if target.health == Health::Critical
+                || (any_passing && target.health != Health::Passing)
+                || !allow(target)
+            {
+                continue;
+            }
+            let load = machines.get(target.machine_id.as_str());
             if load.is_some_and(|l| l.draining(now)) {
                 continue;
             }
@@ -67,33 +87,41 @@ impl Loads {
                 continue;
             }
             let over_soft = in_flight >= target.soft_limit;
-            let key = (target.region != local_region, over_soft, in_flight);
+            let key = (*target.region != *local_region, over_soft, in_flight);
             match best_key {
                 Some(current) if key > current => {}
-                Some(current) if key == current => best.push((idx, over_soft)),
+                Some(current) if key == current => {
+                    // Reservoir sampling: each tie ends up chosen with equal chance.
+                    ties += 1;
+                    if rand::rng().random_range(0..ties) == 0 {
+                        best = Some((target, over_soft));
+                    }
+                }
                 _ => {
                     best_key = Some(key);
-                    best.clear();
-                    best.push((idx, over_soft));
+                    ties = 1;
+                    best = Some((target, over_soft));
                 }
             }
         }
-        let (idx, over_soft) = match best.len() {
-            0 => return None,
-            1 => best[0],
-            n => best[rand::rng().random_range(0..n)],
-        };
-        let target = candidates.into_iter().nth(idx)?;
-        let entry = machines
-            .entry(target.machine_id.clone())
-            .or_insert_with(|| MachineLoad::new(now));
-        entry.in_flight += 1;
-        entry.last_active = now;
+        let (target, over_soft) = best?;
+        let target = Arc::clone(target);
+        match machines.get_mut(target.machine_id.as_str()) {
+            Some(entry) => {
+                entry.in_flight += 1;
+                entry.last_active = now;
+            }
+            None => {
+                let mut entry = MachineLoad::new(now);
+                entry.in_flight = 1;
+                machines.insert(target.machine_id.clone(), entry);
+            }
+        }
         drop(machines);
         Some(Acquired {
             guard: LoadGuard {
                 loads: Arc::clone(self),
-                machine_id: target.machine_id.clone(),
+                target: Arc::clone(&target),
             },
             target,
             over_soft,
@@ -141,12 +169,22 @@ impl Loads {
         self.lock().get(machine_id).map_or(0, |l| l.in_flight)
     }
 
+    /// Counts a queued request until the returned value is dropped; register with
+    /// [`Loads::released`] after this and before looking at the loads.
+    pub(crate) fn wait(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(self)
+    }
+
     fn release(&self, machine_id: &str) {
         if let Some(load) = self.lock().get_mut(machine_id) {
             load.in_flight = load.in_flight.saturating_sub(1);
             load.last_active = Instant::now();
         }
-        self.released.notify_waiters();
+        // A request that starts waiting after this load sees the lower count under the lock.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.released.notify_waiters();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, MachineLoad>> {
@@ -154,11 +192,19 @@ impl Loads {
     }
 }
 
+// === impl Waiting ===
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 // === impl LoadGuard ===
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.loads.release(&self.machine_id);
+        self.loads.release(&self.target.machine_id);
     }
 }
 
@@ -186,8 +232,8 @@ mod tests {
 
     use super::*;
 
-    fn target(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Target {
-        Target {
+    fn target(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Arc<Target> {
+        Arc::new(Target {
             machine_id: id.to_owned(),
             region: region.to_owned(),
             addr: "127.0.0.1:1".parse().expect("literal address"),
@@ -198,11 +244,12 @@ mod tests {
             autostart: true,
             autostop: false,
             min_running: 0,
-        }
+            health: Health::Passing,
+        })
     }
 
-    fn take(loads: &Arc<Loads>, targets: &[Target]) -> Option<Acquired> {
-        loads.acquire(targets.to_vec(), "ams")
+    fn take(loads: &Arc<Loads>, targets: &[Arc<Target>]) -> Option<Acquired> {
+        loads.acquire(targets, |_| true, "ams")
     }
 
     #[test]
@@ -244,6 +291,34 @@ mod tests {
         assert_eq!(seen.get("far"), None, "{seen:?}");
         assert!(seen.get("a").is_some_and(|n| *n > 20), "{seen:?}");
         assert!(seen.get("b").is_some_and(|n| *n > 20), "{seen:?}");
+    }
+
+    #[test]
+    fn critical_machines_never_warning_ones_only_without_passing_ones() {
+        let loads = Arc::new(Loads::default());
+        let with_health = |id: &str, health| {
+            let mut t = (*target(id, "ams", 10, None)).clone();
+            t.health = health;
+            Arc::new(t)
+        };
+        let targets = [
+            with_health("critical", Health::Critical),
+            with_health("warning", Health::Warning),
+            with_health("passing", Health::Passing),
+        ];
+        for _ in 0..50 {
+            let acquired = take(&loads, &targets).expect("a passing machine");
+            assert_eq!(acquired.target.machine_id, "passing");
+        }
+        let acquired = take(&loads, &targets[..2]).expect("a warning machine");
+        assert_eq!(acquired.target.machine_id, "warning");
+        drop(acquired);
+        assert!(take(&loads, &targets[..1]).is_none(), "critical only");
+        // A passing machine excluded by the caller does not shut out the warning one.
+        let acquired = loads
+            .acquire(&targets, |t| t.machine_id != "passing", "ams")
+            .expect("the warning machine");
+        assert_eq!(acquired.target.machine_id, "warning");
     }
 
     #[test]

@@ -1,24 +1,34 @@
 //! Bodies: request bodies buffered for retries and replays, response bodies that hold their
-//! machine's load until they end, and the proxy's own small answers.
+//! machine's load (and upstream connection) until they end, and the proxy's own small
+//! answers. One enum, so no body is boxed.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::balance::LoadGuard;
+use crate::upstream::Pooled;
 
 /// The error type of every body the proxy sends.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body of every request and response the proxy sends.
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Request bodies up to this size are kept, so a request can be retried and replayed.
 pub(crate) const BUFFER_LIMIT: usize = 1024 * 1024;
+
+/// The body of every request and response the proxy sends.
+#[derive(Debug)]
+pub(crate) enum ProxyBody {
+    /// A whole body in memory.
+    Full(Option<Bytes>),
+    /// A machine's response.
+    Upstream(GuardedBody),
+    /// A request body over the buffer limit: what was read, then the rest of the stream.
+    Streaming(Option<Bytes>, Incoming),
+}
 
 /// A request body: whole in memory (can be sent again), or too big and sent once.
 #[derive(Debug)]
@@ -30,11 +40,13 @@ pub(crate) enum RequestBody {
     Spent,
 }
 
-/// A response body that counts against its machine until it ends or is dropped.
+/// A response body that counts against its machine until it ends or is dropped, and gives
+/// its upstream connection back to the pool when it ends.
 #[derive(Debug)]
 pub(crate) struct GuardedBody {
     inner: Incoming,
-    _guard: Option<LoadGuard>,
+    guard: Option<LoadGuard>,
+    pooled: Option<Pooled>,
 }
 
 // === impl RequestBody ===
@@ -68,85 +80,93 @@ impl RequestBody {
         match std::mem::replace(self, RequestBody::Spent) {
             RequestBody::Buffered(bytes) => {
                 *self = RequestBody::Buffered(bytes.clone());
-                full(bytes)
+                ProxyBody::full(bytes)
             }
-            RequestBody::Streaming(prefix, rest) => {
-                let head = StreamOnce(prefix);
-                let rest = rest.map_err(BoxError::from);
-                head.chain(rest).boxed_unsync()
-            }
-            RequestBody::Spent => full(Bytes::new()),
+            RequestBody::Streaming(prefix, rest) => ProxyBody::Streaming(prefix, rest),
+            RequestBody::Spent => ProxyBody::empty(),
         }
     }
 }
 
-/// A body that yields one data frame.
-#[derive(Debug)]
-struct StreamOnce(Option<Bytes>);
+// === impl ProxyBody ===
 
-impl Body for StreamOnce {
+impl ProxyBody {
+    /// A whole body.
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub(crate) fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+        match self.get_mut() {
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Streaming(prefix, rest) => {
+                if let Some(data) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Pin::new(rest).poll_frame(cx).map_err(BoxError::from)
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-}
-
-/// Chains two bodies.
-trait ChainExt: Body + Sized {
-    fn chain<B: Body<Data = Self::Data, Error = Self::Error>>(self, next: B) -> Chain<Self, B> {
-        Chain {
-            first: Some(self),
-            second: next,
+        match self {
+            ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Streaming(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
         }
     }
-}
 
-impl<B: Body> ChainExt for B {}
-
-#[derive(Debug)]
-struct Chain<A, B> {
-    first: Option<A>,
-    second: B,
-}
-
-impl<A, B> Body for Chain<A, B>
-where
-    A: Body + Unpin,
-    B: Body<Data = A::Data, Error = A::Error> + Unpin,
-{
-    type Data = A::Data;
-    type Error = A::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<A::Data>, A::Error>>> {
-        if let Some(first) = self.first.as_mut() {
-            match Pin::new(first).poll_frame(cx) {
-                Poll::Ready(None) => self.first = None,
-                other => return other,
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Streaming(prefix, rest) => {
+                let prefix = prefix.as_ref().map_or(0, |d| d.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + prefix);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + prefix);
+                }
+                hint
             }
         }
-        Pin::new(&mut self.second).poll_frame(cx)
     }
 }
 
 // === impl GuardedBody ===
 
 impl GuardedBody {
-    pub(crate) fn new(inner: Incoming, guard: LoadGuard) -> Self {
+    pub(crate) fn new(inner: Incoming, guard: LoadGuard, pooled: Option<Pooled>) -> Self {
         GuardedBody {
             inner,
-            _guard: Some(guard),
+            guard: Some(guard),
+            pooled,
+        }
+    }
+
+    /// The machine is done with this request: release it now, not when hyper drops us.
+    fn finish(&mut self, clean: bool) {
+        self.guard = None;
+        if let Some(pooled) = self.pooled.take()
+            && clean
+        {
+            pooled.give_back();
         }
     }
 }
@@ -160,9 +180,10 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = polled {
-            // The machine is done with this request: release it now, not when hyper drops us.
-            self._guard = None;
+        match &polled {
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            _ => {}
         }
         polled.map_err(BoxError::from)
     }
@@ -176,11 +197,12 @@ impl Body for GuardedBody {
     }
 }
 
-/// A whole body.
-pub(crate) fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        // An empty body (204, HEAD) is never polled: it still ended cleanly.
+        let clean = self.inner.is_end_stream();
+        self.finish(clean);
+    }
 }
 
 /// The proxy's own error answer: `status`, a code in the body and in the
@@ -194,7 +216,7 @@ pub(crate) fn error_response(
         Some(code) => format!("{code}: {message}\n"),
         None => format!("{message}\n"),
     };
-    let mut response = Response::new(full(Bytes::from(text)));
+    let mut response = Response::new(ProxyBody::full(Bytes::from(text)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

@@ -1,6 +1,6 @@
 //! What `godwit proxy` is told at start, and why it can fail.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +35,16 @@ pub struct ProxyConfig {
     pub autostop_interval: Duration,
     /// How long open connections may finish their requests after cancellation.
     pub shutdown_grace: Duration,
+    /// How long an idle connection to a machine is kept for the next request (below the
+    /// keep-alive timeout of common servers, 5 s for Node).
+    pub upstream_idle_timeout: Duration,
+    /// Raw TCP: every public port a machine offers with no handlers (other than the http
+    /// and https ports) gets a listener on `<tcp_listen_ip>:<port>` whose connections are
+    /// passed byte for byte to a machine of the app. `None` turns raw TCP off.
+    pub tcp_listen_ip: Option<IpAddr>,
+    /// Certificates of custom hostnames and open ACME challenges (see [`crate::CertStore`]);
+    /// with `None`, TLS serves only the `tls` certificate.
+    pub certs: Option<crate::CertStore>,
 }
 
 /// Why the proxy could not serve.
@@ -52,7 +62,7 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("https_listen is set but no tls certificate and key are configured")]
+    #[error("https_listen is set but neither tls files nor a certificate store are configured")]
     MissingTls,
     #[error("failed to load the tls certificate or key from {path}")]
     TlsFile {
@@ -70,7 +80,8 @@ pub enum ProxyError {
 
 impl ProxyConfig {
     /// A config with the defaults: ports 80/443, queue 5 s, start 20 s, 10 attempts, autostop
-    /// after 5 minutes idle (checked every 30 s), no https listener.
+    /// after 5 minutes idle (checked every 30 s), idle upstream connections kept 4 s, no
+    /// https listener, raw TCP listeners on the http listener's IP.
     pub fn new(http_listen: SocketAddr, domain: &str, region: &str) -> Self {
         ProxyConfig {
             http_listen,
@@ -87,6 +98,9 @@ impl ProxyConfig {
             autostop_idle: Duration::from_secs(300),
             autostop_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(4),
+            tcp_listen_ip: Some(http_listen.ip()),
+            certs: None,
         }
     }
 }

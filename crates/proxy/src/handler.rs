@@ -5,24 +5,22 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::time::{Duration, Instant};
 
 use crate::ProxyConfig;
 use crate::balance::{Acquired, Loads};
 use crate::body::{GuardedBody, ProxyBody, RequestBody, error_response};
 use crate::routes::{RouteTable, Target, app_from_host};
+use crate::upstream::{Upstream, UpstreamError};
 use crate::wake::Wakers;
 
+mod choose;
 mod headers;
 mod replay;
+mod upgrade;
 
 pub(crate) use headers::Conn;
-use replay::Pick;
+pub(crate) use replay::Pick;
 
 /// Everything a request needs, shared by every connection of one proxy.
 #[derive(Debug)]
@@ -31,14 +29,13 @@ pub(crate) struct Proxy {
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) loads: Arc<Loads>,
     pub(crate) wakers: Arc<Wakers>,
-    client: Client<HttpConnector, ProxyBody>,
+    pub(crate) upstream: Arc<Upstream>,
+    /// `cfg.region` as a header value.
+    region: HeaderValue,
 }
 
 /// A forwarded response and the machine that gave it.
-type Forwarded = (Response<ProxyBody>, Target);
-
-/// How long an upstream TCP connect may take before the next machine is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+type Forwarded = (Response<ProxyBody>, Arc<Target>);
 
 // === impl Proxy ===
 
@@ -49,19 +46,16 @@ impl Proxy {
         loads: Arc<Loads>,
         wakers: Arc<Wakers>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let region = HeaderValue::from_str(&cfg.region)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid-region"));
+        let upstream = Arc::new(Upstream::new(cfg.upstream_idle_timeout));
         Proxy {
             cfg,
             routes,
             loads,
             wakers,
-            client,
+            upstream,
+            region,
         }
     }
 
@@ -74,7 +68,8 @@ impl Proxy {
         let request_id = headers::new_request_id(&self.cfg.region);
         let version = request.version();
         let mut response = self.route(conn, request, &request_id).await;
-        headers::finish_response(response.headers_mut(), version, &request_id);
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::finish_response(response.headers_mut(), version, &request_id, switching);
         response
     }
 
@@ -84,15 +79,27 @@ impl Proxy {
         request: Request<Incoming>,
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
-        let (mut parts, body) = request.into_parts();
-        let host = headers::host_of(&parts, conn).unwrap_or_default();
-        let Some(app) = app_from_host(host, &self.cfg.domain).map(str::to_ascii_lowercase) else {
-            let message = format!("no app at host {host:?}: use <app>.{}", self.cfg.domain);
+        let certs = self.cfg.certs.as_ref();
+        if let Some(answer) = certs.and_then(|c| c.http01_response(request.uri().path())) {
+            return answer;
+        }
+        let host = headers::host_of(request.uri(), request.headers(), conn).unwrap_or_default();
+        let app = app_from_host(host, &self.cfg.domain).map(str::to_ascii_lowercase);
+        let Some(app) = app.or_else(|| certs?.app_for_host(host)) else {
+            let message = format!(
+                "no app at host {host:?}: use <app>.{} or a hostname with a certificate",
+                self.cfg.domain
+            );
             return error_response(StatusCode::NOT_FOUND, None, &message);
         };
-        if !self.routes.has_app(&app) {
+        if self.routes.app(&app).is_none() {
             return error_response(StatusCode::NOT_FOUND, None, &format!("unknown app {app:?}"));
         }
+        if request.version() == Version::HTTP_11 && headers::upgrade_of(request.headers()).is_some()
+        {
+            return self.upgrade(conn, request, &app, request_id).await;
+        }
+        let (mut parts, body) = request.into_parts();
         let mut body = match RequestBody::read(body).await {
             Ok(body) => body,
             Err(error) => {
@@ -100,7 +107,7 @@ impl Proxy {
                 return error_response(StatusCode::BAD_REQUEST, None, "could not read the body");
             }
         };
-        headers::prepare_request(&mut parts, conn, &self.cfg.region, request_id);
+        headers::prepare_request(&mut parts, conn, &self.region, request_id);
         let port = conn.public_port;
         let (response, served_by) = match self
             .forward(&app, port, &parts, &mut body, &Pick::Any)
@@ -161,18 +168,19 @@ impl Proxy {
         body: &mut RequestBody,
         pick: &Pick,
     ) -> Result<Forwarded, Response<ProxyBody>> {
-        let deadline = Instant::now() + self.cfg.queue_timeout;
+        let mut deadline = None;
         let mut tried = HashSet::new();
         loop {
             let Acquired { guard, target, .. } =
-                self.choose(app, port, pick, &tried, deadline).await?;
-            let upstream = upstream_request(parts, &target, body.take());
-            match self.client.request(upstream).await {
-                Ok(response) => {
-                    let response = response.map(|b| GuardedBody::new(b, guard).boxed_unsync());
+                self.choose(app, port, pick, &tried, &mut deadline).await?;
+            let upstream = upstream_request(parts, body.take());
+            match self.upstream.send(target.addr, upstream).await {
+                Ok((response, pooled)) => {
+                    let response = response
+                        .map(|b| ProxyBody::Upstream(GuardedBody::new(b, guard, Some(pooled))));
                     return Ok((response, target));
                 }
-                Err(error) if error.is_connect() => {
+                Err(error @ UpstreamError::Connect { .. }) => {
                     tracing::debug!(%error, machine_id = %target.machine_id, "connect failed");
                     tried.insert(target.machine_id.clone());
                     if tried.len() >= self.cfg.max_attempts || !body.is_buffered() {
@@ -196,145 +204,14 @@ impl Proxy {
             }
         }
     }
-
-    /// Picks a machine and counts the request against it: a started one below its hard
-    /// limit, else a stopped one started on demand, else waits until `deadline`.
-    async fn choose(
-        &self,
-        app: &str,
-        port: u16,
-        pick: &Pick,
-        tried: &HashSet<String>,
-        deadline: Instant,
-    ) -> Result<Acquired, Response<ProxyBody>> {
-        let mut failed_starts = HashSet::new();
-        loop {
-            // Listen before looking, so a release in between is not missed.
-            let released = self.loads.released.notified();
-            let changed = self.routes.changed.notified();
-            tokio::pin!(released, changed);
-            released.as_mut().enable();
-            changed.as_mut().enable();
-
-            let targets: Vec<Target> = self
-                .routes
-                .targets(app, port)
-                .into_iter()
-                .filter(|t| pick.allows(t) && !tried.contains(&t.machine_id) && !t.cordoned)
-                .collect();
-            if targets.is_empty() && tried.is_empty() && *pick != Pick::Any {
-                let message = format!("no machine matches the replay target {pick:?}");
-                return Err(error_response(
-                    StatusCode::BAD_GATEWAY,
-                    Some("PA04"),
-                    &message,
-                ));
-            }
-            let (ready, rest): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| {
-                t.state == godwit_types::MachineState::Started
-                    || self.wakers.is_awake(&t.machine_id)
-            });
-            let sleeping = self.nearest_sleeping(&rest, &failed_starts);
-            let any_ready = !ready.is_empty();
-            if let Some(acquired) = self.loads.acquire(ready, &self.cfg.region) {
-                if acquired.over_soft
-                    && let Some(sleeping) = sleeping
-                {
-                    self.wakers.wake_in_background(app, sleeping);
-                }
-                return Ok(acquired);
-            }
-            if let Some(sleeping) = sleeping {
-                match self.wakers.wake(app, sleeping).await {
-                    Ok(()) => self.loads.undrain(&sleeping.machine_id),
-                    Err(reason) => {
-                        failed_starts.insert(sleeping.machine_id.clone());
-                        if self.nearest_sleeping(&rest, &failed_starts).is_none() && !any_ready {
-                            return Err(error_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                Some("PM03"),
-                                &reason,
-                            ));
-                        }
-                    }
-                }
-                continue;
-            }
-            let starting = rest.iter().any(|t| {
-                t.state == godwit_types::MachineState::Starting
-                    || self.wakers.is_starting(&t.machine_id)
-            });
-            if !any_ready && !starting {
-                let (code, message) = if tried.is_empty() {
-                    (
-                        "PR01",
-                        format!("app {app} has no started machine that can serve"),
-                    )
-                } else {
-                    (
-                        "PR03",
-                        format!("no machine of app {app} accepted a connection"),
-                    )
-                };
-                return Err(error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(code),
-                    &message,
-                ));
-            }
-            tokio::select! {
-                () = released => {}
-                () = changed => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    let message = format!(
-                        "every machine of app {app} stayed at its hard limit for {:?}",
-                        self.cfg.queue_timeout
-                    );
-                    return Err(error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Some("PL01"),
-                        &message,
-                    ));
-                }
-            }
-        }
-    }
-
-    /// A stopped machine with autostart on, in this region if there is one.
-    fn nearest_sleeping<'t>(
-        &self,
-        targets: &'t [Target],
-        failed: &HashSet<String>,
-    ) -> Option<&'t Target> {
-        use godwit_types::MachineState::{Created, Stopped, Suspended};
-        let mut sleeping = targets.iter().filter(|t| {
-            matches!(t.state, Stopped | Suspended | Created)
-                && t.autostart
-                && !failed.contains(&t.machine_id)
-        });
-        let first = sleeping.next()?;
-        Some(
-            std::iter::once(first)
-                .chain(sleeping)
-                .find(|t| t.region == self.cfg.region)
-                .unwrap_or(first),
-        )
-    }
 }
 
-/// The request as the machine gets it: HTTP/1.1 to `http://<private_ip>:<internal_port>`.
-fn upstream_request(
-    parts: &request::Parts,
-    target: &Target,
-    body: ProxyBody,
-) -> Request<ProxyBody> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(target.addr.to_string())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"));
+/// The request as the machine gets it: HTTP/1.1, origin-form, to the machine's address.
+fn upstream_request(parts: &request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let uri = match parts.uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;

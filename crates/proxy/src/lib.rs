@@ -1,8 +1,10 @@
 //! The edge proxy: takes HTTP/1.1, h2c and TLS (HTTP/1.1 and HTTP/2 by ALPN) connections for
-//! `<app>.<domain>`, picks a machine of the app from the machines replica (started, not
-//! cordoned, least loaded below its soft limit, never above its hard limit), forwards the
-//! request, retries refused connections on the next machine, starts stopped machines on
-//! demand, stops idle ones, and replays requests named by a `fly-replay` response header.
+//! `<app>.<domain>` (WebSocket upgrades included) and raw TCP connections on the ports
+//! services offer without handlers, picks a machine of the app from the machines replica (started, not
+//! cordoned, no service check critical, least loaded below its soft limit, never above its
+//! hard limit), forwards the request over pooled keep-alive connections, retries refused
+//! connections on the next machine, starts stopped machines on demand, stops idle ones, and
+//! replays requests named by a `fly-replay` response header.
 //!
 //! Owns routing, load balancing, autostart/autostop and replay. Reads machine state only
 //! from a [`godwit_state::Replica`]; starts and stops machines only through a [`Starter`].
@@ -12,11 +14,14 @@
 mod autostop;
 mod balance;
 mod body;
+mod certs;
 mod config;
 mod handler;
 mod listen;
 mod routes;
 mod starter;
+mod tcp;
+mod upstream;
 mod wake;
 
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use godwit_types::MachineRecord;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use certs::{ACME_HTTP_PREFIX, ACME_TLS_ALPN, CertStore};
 pub use config::{ProxyConfig, ProxyError};
 pub use starter::{ApiStarter, Starter};
 
@@ -100,7 +106,8 @@ async fn run(
     starter: Arc<dyn Starter>,
     cancel: CancellationToken,
 ) {
-    let routes = routes::RouteTable::follow(machines, cancel.child_token());
+    let http_ports = [cfg.http_port, cfg.https_port];
+    let routes = routes::RouteTable::follow(machines, http_ports, cancel.child_token());
     let loads = Arc::new(balance::Loads::default());
     let wakers = Arc::new(wake::Wakers::new(Arc::clone(&starter), cfg.start_timeout));
     let (http_port, https_port) = (cfg.http_port, cfg.https_port);
@@ -111,6 +118,10 @@ async fn run(
         starter,
         cancel.child_token(),
     ));
+    let tcp = proxy
+        .cfg
+        .tcp_listen_ip
+        .map(|ip| tokio::spawn(tcp::run(Arc::clone(&proxy), ip, cancel.child_token())));
     let http = listen::run(
         Arc::clone(&proxy),
         listeners.http,
@@ -132,4 +143,7 @@ async fn run(
     };
     tokio::join!(http, https);
     let _ = autostop.await;
+    if let Some(tcp) = tcp {
+        let _ = tcp.await;
+    }
 }

@@ -1,21 +1,29 @@
-//! The route table: the machines replica indexed by app, and what a machine offers on a
-//! public port.
+//! The route table: the machines replica indexed by app, with each app's targets per public
+//! port built once per change, so a request only clones an `Arc`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use godwit_state::{Change, Replica};
 use godwit_types::{MachineRecord, MachineService, MachineState};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+mod health;
+
+pub(crate) use health::Health;
+
 /// Machines by app, following the replica.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RouteTable {
     inner: RwLock<Index>,
     /// Fired on every change, so queued requests look again.
     pub(crate) changed: Notify,
+    /// The public ports some machine offers as raw TCP (no handlers), for the listeners.
+    tcp_ports: watch::Sender<BTreeSet<u16>>,
+    /// The ports of the http and https listeners: never raw TCP.
+    http_ports: [u16; 2],
 }
 
 /// A machine as a request target on one public port.
@@ -31,12 +39,26 @@ pub(crate) struct Target {
     pub(crate) autostart: bool,
     pub(crate) autostop: bool,
     pub(crate) min_running: u32,
+    pub(crate) health: Health,
+}
+
+/// One app's machines, as targets per public port.
+#[derive(Debug, Default)]
+pub(crate) struct AppRoutes {
+    /// Public port → the machines with a service there.
+    by_port: Vec<(u16, Vec<Arc<Target>>)>,
+    /// Public ports offered as raw TCP (no handlers).
+    raw_ports: BTreeSet<u16>,
+    /// Every machine with a service, by its first service (autostop).
+    all: Vec<Arc<Target>>,
 }
 
 #[derive(Debug, Default)]
 struct Index {
     /// app → key → record.
-    apps: HashMap<String, HashMap<String, Arc<MachineRecord>>>,
+    records: HashMap<String, HashMap<String, MachineRecord>>,
+    /// app → its routes, rebuilt when one of its records changes.
+    apps: HashMap<String, Arc<AppRoutes>>,
     /// key → app, for deletes.
     apps_by_key: HashMap<String, String>,
 }
@@ -48,9 +70,18 @@ const DEFAULT_SOFT_LIMIT: u32 = 20;
 
 impl RouteTable {
     /// Builds the table from the (ready) replica and keeps it following changes until
-    /// `cancel` fires.
-    pub(crate) fn follow(replica: Replica<MachineRecord>, cancel: CancellationToken) -> Arc<Self> {
-        let table = Arc::new(RouteTable::default());
+    /// `cancel` fires. `http_ports` are never treated as raw TCP ports.
+    pub(crate) fn follow(
+        replica: Replica<MachineRecord>,
+        http_ports: [u16; 2],
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        let table = Arc::new(RouteTable {
+            inner: RwLock::default(),
+            changed: Notify::new(),
+            tcp_ports: watch::Sender::new(BTreeSet::new()),
+            http_ports,
+        });
         let mut changes = replica.subscribe();
         table.load(&replica);
         let follower = Arc::clone(&table);
@@ -74,9 +105,9 @@ impl RouteTable {
         table
     }
 
-    /// Whether any machine record exists for `app`.
-    pub(crate) fn has_app(&self, app: &str) -> bool {
-        self.read().apps.get(app).is_some_and(|m| !m.is_empty())
+    /// The routes of `app`, if it has machines.
+    pub(crate) fn app(&self, app: &str) -> Option<Arc<AppRoutes>> {
+        self.read().apps.get(app).cloned()
     }
 
     /// Every app with machines.
@@ -84,31 +115,19 @@ impl RouteTable {
         self.read().apps.keys().cloned().collect()
     }
 
-    /// The machines of `app` that offer a service on public `port`.
-    pub(crate) fn targets(&self, app: &str, port: u16) -> Vec<Target> {
-        let index = self.read();
-        let Some(machines) = index.apps.get(app) else {
-            return Vec::new();
-        };
-        machines
-            .values()
-            .filter_map(|record| Target::from_record(record, port))
+    /// The apps offering raw TCP on public `port`.
+    pub(crate) fn tcp_apps(&self, port: u16) -> Vec<(String, Arc<AppRoutes>)> {
+        self.read()
+            .apps
+            .iter()
+            .filter(|(_, routes)| routes.raw_ports.contains(&port))
+            .map(|(app, routes)| (app.clone(), Arc::clone(routes)))
             .collect()
     }
 
-    /// Every machine of `app` that has any service (for autostop, whatever the port).
-    pub(crate) fn all_targets(&self, app: &str) -> Vec<Target> {
-        let index = self.read();
-        let Some(machines) = index.apps.get(app) else {
-            return Vec::new();
-        };
-        machines
-            .values()
-            .filter_map(|record| {
-                let service = record.services.first()?;
-                Target::with_service(record, service)
-            })
-            .collect()
+    /// The public ports offered as raw TCP, following changes.
+    pub(crate) fn tcp_ports(&self) -> watch::Receiver<BTreeSet<u16>> {
+        self.tcp_ports.subscribe()
     }
 
     fn load(&self, replica: &Replica<MachineRecord>) {
@@ -116,15 +135,42 @@ impl RouteTable {
         for (key, record) in replica.snapshot() {
             index.put(key, record);
         }
+        let apps: Vec<String> = index.records.keys().cloned().collect();
+        for app in apps {
+            index.rebuild(&app);
+        }
+        self.publish_tcp_ports(&index);
         *self.inner.write().unwrap_or_else(PoisonError::into_inner) = index;
     }
 
     fn apply(&self, change: Change<MachineRecord>) {
         let mut index = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        match change {
-            Change::Put { key, value, .. } => index.put(key, value),
-            Change::Delete { key } => index.remove(&key),
+        let touched = match change {
+            Change::Put { key, value, .. } => {
+                let app = value.app.clone();
+                let old = index.put(key, value);
+                [Some(app), old]
+            }
+            Change::Delete { key } => [index.remove(&key), None],
+        };
+        for app in touched.iter().flatten() {
+            index.rebuild(app);
         }
+        self.publish_tcp_ports(&index);
+    }
+
+    fn publish_tcp_ports(&self, index: &Index) {
+        let ports: BTreeSet<u16> = index
+            .apps
+            .values()
+            .flat_map(|routes| routes.raw_ports.iter().copied())
+            .filter(|port| !self.http_ports.contains(port))
+            .collect();
+        self.tcp_ports.send_if_modified(|current| {
+            let changed = *current != ports;
+            *current = ports;
+            changed
+        });
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -132,29 +178,96 @@ impl RouteTable {
     }
 }
 
+// === impl AppRoutes ===
+
+impl AppRoutes {
+    fn build(records: &HashMap<String, MachineRecord>) -> AppRoutes {
+        let mut routes = AppRoutes::default();
+        for record in records.values() {
+            if let Some(first) = record.services.first()
+                && let Some(target) = Target::with_service(record, first)
+            {
+                routes.all.push(Arc::new(target));
+            }
+            let ports: BTreeSet<u16> = record
+                .services
+                .iter()
+                .flat_map(|s| s.ports.iter().filter_map(|p| p.port))
+                .collect();
+            for port in ports {
+                let Some(target) = Target::from_record(record, port) else {
+                    continue;
+                };
+                let target = Arc::new(target);
+                match routes.by_port.iter_mut().find(|(p, _)| *p == port) {
+                    Some((_, targets)) => targets.push(target),
+                    None => routes.by_port.push((port, vec![target])),
+                }
+            }
+            for service in &record.services {
+                for port in &service.ports {
+                    if let Some(number) = port.port
+                        && port.handlers.is_empty()
+                    {
+                        routes.raw_ports.insert(number);
+                    }
+                }
+            }
+        }
+        routes
+    }
+
+    /// The machines with a service on public `port`.
+    pub(crate) fn on_port(&self, port: u16) -> &[Arc<Target>] {
+        self.by_port
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map_or(&[], |(_, targets)| targets.as_slice())
+    }
+
+    /// Every machine with a service (for autostop, whatever the port).
+    pub(crate) fn all(&self) -> &[Arc<Target>] {
+        &self.all
+    }
+}
+
 // === impl Index ===
 
 impl Index {
-    fn put(&mut self, key: String, record: MachineRecord) {
-        self.remove(&key);
+    /// Stores `record`; returns the app the key belonged to before, if another.
+    fn put(&mut self, key: String, record: MachineRecord) -> Option<String> {
+        let old = self.remove(&key).filter(|old| *old != record.app);
         if record.state == MachineState::Destroyed {
-            return;
+            return old;
         }
         self.apps_by_key.insert(key.clone(), record.app.clone());
-        self.apps
+        self.records
             .entry(record.app.clone())
             .or_default()
-            .insert(key, Arc::new(record));
+            .insert(key, record);
+        old
     }
 
-    fn remove(&mut self, key: &str) {
-        let Some(app) = self.apps_by_key.remove(key) else {
-            return;
-        };
-        if let Some(machines) = self.apps.get_mut(&app) {
+    /// Forgets `key`; returns its app.
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let app = self.apps_by_key.remove(key)?;
+        if let Some(machines) = self.records.get_mut(&app) {
             machines.remove(key);
             if machines.is_empty() {
-                self.apps.remove(&app);
+                self.records.remove(&app);
+            }
+        }
+        Some(app)
+    }
+
+    fn rebuild(&mut self, app: &str) {
+        match self.records.get(app) {
+            Some(records) => {
+                self.apps
+                    .insert(app.to_owned(), Arc::new(AppRoutes::build(records)));
+            }
+            None => {
+                self.apps.remove(app);
             }
         }
     }
@@ -189,6 +302,7 @@ impl Target {
             autostart: service.autostart.unwrap_or(true),
             autostop: autostop_enabled(service.autostop.as_ref()),
             min_running: service.min_machines_running.unwrap_or(0),
+            health: Health::of(&record.checks),
         })
     }
 }

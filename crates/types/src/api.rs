@@ -213,3 +213,57 @@ pub struct AgentUpdateMachine {
     pub skip_launch: bool,
     pub current_version: Option<String>,
 }
+
+/// `POST /v1/apps/{app}/certificates/custom`: a certificate the app's owner got elsewhere.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CustomCertificateRequest {
+    pub hostname: String,
+    /// PEM: the leaf certificate first, then the intermediates.
+    pub fullchain: String,
+    /// PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for CustomCertificateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomCertificateRequest")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/apps/{app}/certificates/acme`: issue a certificate for `hostname` by ACME.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AcmeCertificateRequest {
+    pub hostname: String,
+    /// `http-01` (the default) or `tls-alpn-01`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+/// A certificate of an app (never its private key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Certificate {
+    pub hostname: String,
+    pub app: String,
+    /// `custom` or `acme`.
+    pub source: String,
+    /// `pending` (ACME order in progress), `ready` or `failed`.
+    pub status: String,
+    /// Why issuance failed, when `status` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The leaf's issuer, once there is a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Unix milliseconds: end of the leaf's validity, once there is a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<u64>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListCertificatesResponse {
+    pub certificates: Vec<Certificate>,
+}

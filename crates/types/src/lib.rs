@@ -18,7 +18,10 @@ pub use machine::{
     InitConfig, Machine, MachineCheck, MachineConfig, MachineEvent, MachineService, MachineState,
     RestartConfig, RestartPolicy, ServiceCheck, StopConfig,
 };
-pub use record::{HostRecord, MachineRecord};
+pub use record::{
+    ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord, HostRecord,
+    MachineRecord,
+};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of machine events.
 pub fn now_ms() -> u64 {

@@ -42,3 +42,52 @@ pub struct HostRecord {
     pub schedulable: bool,
     pub updated_at: u64,
 }
+
+/// Bucket of [`CertRecord`]s, keyed by `key_for(hostname)`; written by the API.
+pub const CERTS_BUCKET: &str = "godwit_certs";
+
+/// Bucket of [`AcmeChallengeRecord`]s, keyed by `key_for(token)` (HTTP-01) or
+/// `key_for(hostname)` (TLS-ALPN-01); written by the API while an order is open.
+pub const ACME_BUCKET: &str = "godwit_acme";
+
+/// A certificate the proxies serve for `hostname`, and the app that hostname routes to.
+///
+/// The private key travels in clear over the cluster-internal bus (NATS).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertRecord {
+    pub app: String,
+    pub hostname: String,
+    /// Leaf first, then the intermediates.
+    pub fullchain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRecord")
+            .field("app", &self.app)
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An ACME challenge the proxies answer while an order is being validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallengeRecord {
+    pub kind: AcmeChallengeKind,
+    pub hostname: String,
+    pub token: String,
+    pub key_authorization: String,
+}
+
+/// Which ACME challenge a record answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcmeChallengeKind {
+    /// `GET /.well-known/acme-challenge/<token>` on port 80 answers the key authorization.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A TLS handshake for `hostname` with ALPN `acme-tls/1` gets a self-signed certificate
+    /// carrying the SHA-256 of the key authorization (RFC 8737).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}

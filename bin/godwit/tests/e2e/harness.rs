@@ -58,6 +58,15 @@ pub(crate) fn http_get(url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The cluster's proxy, from `env.json`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProxyInfo {
+    pub(crate) domain: String,
+    pub(crate) http_port: u16,
+    pub(crate) https_port: u16,
+    pub(crate) ca_cert: PathBuf,
+}
+
 /// A whole dev cluster in a temp data dir, torn down on drop.
 #[derive(Debug)]
 pub(crate) struct DevCluster {
@@ -66,6 +75,7 @@ pub(crate) struct DevCluster {
     pub(crate) prefix: String,
     pub(crate) api_url: String,
     pub(crate) token: String,
+    pub(crate) proxy: ProxyInfo,
     /// `dev up`'s output.
     pub(crate) up_output: String,
     down: bool,
@@ -94,6 +104,7 @@ impl DevCluster {
             prefix,
             api_url: String::new(),
             token: String::new(),
+            proxy: ProxyInfo::default(),
             up_output: String::new(),
             down: false,
         };
@@ -112,6 +123,11 @@ impl DevCluster {
                 "--region",
                 REGION,
                 "--no-install",
+                // Ports of its own, so clusters of tests running at once do not clash.
+                "--proxy-http-port",
+                "0",
+                "--proxy-https-port",
+                "0",
             ],
         );
         let env: serde_json::Value = serde_json::from_slice(
@@ -123,6 +139,25 @@ impl DevCluster {
             .expect("env.json api_url")
             .to_owned();
         cluster.token = env["token"].as_str().expect("env.json token").to_owned();
+        let proxy = &env["proxy"];
+        let port = |name: &str| {
+            proxy[name]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_else(|| panic!("env.json proxy.{name}: {env}"))
+        };
+        cluster.proxy = ProxyInfo {
+            domain: proxy["domain"]
+                .as_str()
+                .expect("env.json proxy.domain")
+                .to_owned(),
+            http_port: port("http_port"),
+            https_port: port("https_port"),
+            ca_cert: proxy["ca_cert"]
+                .as_str()
+                .expect("env.json proxy.ca_cert")
+                .into(),
+        };
         cluster
     }
 
@@ -160,7 +195,7 @@ impl DevCluster {
     /// The tails of the daemons' logs, for failure messages.
     pub(crate) fn daemon_logs(&self) -> String {
         let mut text = String::new();
-        for name in ["agent", "api"] {
+        for name in ["agent", "api", "proxy"] {
             let log = self.data_dir.join(format!("dev/logs/{name}.log"));
             let content = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = content.lines().collect();

@@ -61,11 +61,16 @@ impl Db {
         rows.collect()
     }
 
-    /// Deletes an app and its secrets; the caller has made sure it has no machines.
+    /// Deletes an app, its secrets and its certificates; the caller has made sure it has no
+    /// machines.
     pub(crate) fn delete_app(&self, app_id: i64) -> rusqlite::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM secrets WHERE app_id = ?1", params![app_id])?;
+        tx.execute(
+            "DELETE FROM certificates WHERE app_id = ?1",
+            params![app_id],
+        )?;
         tx.execute("DELETE FROM machines WHERE app_id = ?1", params![app_id])?;
         tx.execute("DELETE FROM apps WHERE id = ?1", params![app_id])?;
         tx.commit()

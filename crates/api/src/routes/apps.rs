@@ -118,6 +118,7 @@ pub(crate) async fn delete_app(
             )));
         }
     }
+    crate::routes::certs::unpublish_app(&state, row.id).await?;
     state.db.delete_app(row.id)?;
     tracing::info!(app = %app, org = %auth.org_slug, "app deleted");
     Ok(StatusCode::ACCEPTED)

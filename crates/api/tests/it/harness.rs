@@ -31,6 +31,11 @@ pub(crate) struct TestApi {
 
 impl TestApi {
     pub(crate) async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestApi::start`], with `tweak` applied to the config first.
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut ApiConfig)) -> anyhow::Result<Self> {
         let nats =
             NatsServer::start().context("start nats-server (apt-get install nats-server)")?;
         let data_dir = tempfile::Builder::new().prefix("godwit-api-").tempdir()?;
@@ -38,11 +43,14 @@ impl TestApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let cancel = CancellationToken::new();
-        let cfg = ApiConfig {
+        let mut cfg = ApiConfig {
             data_dir: data_dir.path().to_owned(),
             nats_url: nats.url.clone(),
             default_region: DEFAULT_REGION.into(),
+            acme_directory: None,
+            acme_ca_pem: None,
         };
+        tweak(&mut cfg);
         let server = tokio::spawn(godwit_api::serve(cfg, listener, cancel.clone()));
         let state = StateClient::connect(&nats.url).await?;
         let api = Self {

@@ -6,10 +6,13 @@
     reason = "test helpers panic on unexpected failures"
 )]
 
+mod acme;
 mod agent;
 mod apps;
 mod auth;
+mod certs;
 mod harness;
 mod machines;
 mod openapi;
+mod pebble;
 mod secrets;

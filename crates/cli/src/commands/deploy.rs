@@ -112,6 +112,7 @@ pub(super) async fn deploy(ctx: &Ctx, args: DeployArgs) -> anyhow::Result<()> {
         };
         output::say(format!("  {} {} {} {urls}", m.id, m.region, m.state));
     }
+    ctx.say_public_urls(&app, &deployed);
     Ok(())
 }
 

@@ -31,6 +31,7 @@ pub(super) async fn status(ctx: &Ctx, args: &ReadArgs) -> anyhow::Result<()> {
     if !urls.is_empty() {
         output::say(format!("URLs: {}", urls.join(" ")));
     }
+    ctx.say_public_urls(&app, &machines);
     Ok(())
 }
 

@@ -58,3 +58,25 @@ pub(super) async fn delete(client: &reqwest::Client, url: &str, token: &str) -> 
     let body = response.text().await.unwrap_or_default();
     anyhow::bail!("DELETE {url} answered {status}: {body}")
 }
+
+/// Whether `GET /v1/hosts` lists `host_id`.
+pub(super) async fn host_registered(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    host_id: &str,
+) -> bool {
+    let Ok(hosts) = get_json(client, url, token).await else {
+        return false;
+    };
+    contains_string(&hosts, host_id)
+}
+
+fn contains_string(value: &serde_json::Value, wanted: &str) -> bool {
+    match value {
+        serde_json::Value::String(s) => s == wanted,
+        serde_json::Value::Array(items) => items.iter().any(|v| contains_string(v, wanted)),
+        serde_json::Value::Object(map) => map.values().any(|v| contains_string(v, wanted)),
+        _ => false,
+    }
+}

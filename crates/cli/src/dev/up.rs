@@ -1,4 +1,5 @@
-//! `godwit dev up`: packages, then nats-server, the API and one agent, each waited for.
+//! `godwit dev up`: packages, then nats-server, the API, one agent and the proxy, each waited
+//! for.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{DataDirArg, DevState, EnvFile, Layout, Tokens, host, http, procs, say};
+use super::{DataDirArg, DevState, EnvFile, Layout, Tokens, host, http, procs, proxy, say};
 
 /// `godwit dev up`.
 #[derive(clap::Args, Debug)]
@@ -29,6 +30,17 @@ pub(super) struct UpArgs {
     /// Never run apt-get: fail if a needed program is missing
     #[arg(long)]
     no_install: bool,
+    /// Apps are reached through the proxy as `<app>.<domain>` [default: godwit.test]
+    #[arg(long)]
+    domain: Option<String>,
+    /// Loopback port of the proxy's plain HTTP listener, standing for port 80 (0: any free
+    /// port) [default: 14280]
+    #[arg(long, value_name = "PORT")]
+    proxy_http_port: Option<u16>,
+    /// Loopback port of the proxy's HTTPS listener, standing for port 443 (0: any free port)
+    /// [default: 14243]
+    #[arg(long, value_name = "PORT")]
+    proxy_https_port: Option<u16>,
     /// Seconds to wait for each daemon to become ready
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -109,6 +121,9 @@ async fn is_up(layout: &Layout, state: &DevState) -> bool {
 }
 
 fn print_usage(layout: &Layout) {
+    if let Some(proxy) = layout.read_env().ok().flatten().and_then(|e| e.proxy) {
+        say(proxy::describe(&proxy));
+    }
     let dir = layout.data_dir.display();
     say(format_args!(
         "the CLI finds it through {}; in another shell: eval \"$(godwit dev env --data-dir {dir})\"\n\
@@ -139,6 +154,17 @@ fn plan(args: &UpArgs, previous: Option<&DevState>) -> anyhow::Result<DevState> 
         "--name-prefix {name_prefix:?} must be 1 to 6 lowercase letters or digits"
     );
     let subnet = pick(&args.subnet, previous.map(|p| &p.subnet), DEFAULT_SUBNET);
+    let domain = proxy::check_domain(&pick(
+        &args.domain,
+        previous.map(|p| &p.domain).filter(|d| !d.is_empty()),
+        proxy::DEFAULT_DOMAIN,
+    ))?;
+    // A flag wins (0: any port), then the previous run's port, then the fixed default.
+    let proxy_port = |flag: Option<u16>, old: Option<u16>, default: u16| match flag {
+        Some(0) => None,
+        Some(port) => Some(port),
+        None => old.filter(|&p| p != 0).or(Some(default)),
+    };
     let mut taken = Vec::new();
     let mut port = |old: Option<u16>| -> anyhow::Result<u16> {
         let port = host::free_port(old, &taken)?;
@@ -151,6 +177,17 @@ fn plan(args: &UpArgs, previous: Option<&DevState>) -> anyhow::Result<DevState> 
         nats_monitor_port: port(previous.map(|p| p.nats_monitor_port))?,
         api_port: port(previous.map(|p| p.api_port))?,
         agent_port: port(previous.map(|p| p.agent_port))?,
+        proxy_http_port: port(proxy_port(
+            args.proxy_http_port,
+            previous.map(|p| p.proxy_http_port),
+            proxy::DEFAULT_HTTP_PORT,
+        ))?,
+        proxy_https_port: port(proxy_port(
+            args.proxy_https_port,
+            previous.map(|p| p.proxy_https_port),
+            proxy::DEFAULT_HTTPS_PORT,
+        ))?,
+        domain,
         region,
         name_prefix,
         subnet,
@@ -245,14 +282,16 @@ async fn start_all(
     let hosts_url = format!("{}/v1/hosts", state.api_url());
     let host_id = state.host_id.clone();
     wait_ready(layout, &state, "agent", timeout, || {
-        host_registered(&client, &hosts_url, &tokens.admin_token, &host_id)
+        http::host_registered(&client, &hosts_url, &tokens.admin_token, &host_id)
     })
     .await?;
 
+    let proxy = proxy::start(layout, &mut state, &exe, &tokens.admin_token, timeout).await?;
     let env_file = EnvFile {
         api_url: state.api_url(),
         token: tokens.admin_token.clone(),
         nats_url: state.nats_url(),
+        proxy: Some(proxy),
     };
     super::write_json(&layout.env_file, &env_file)?;
     Ok(state)
@@ -260,7 +299,7 @@ async fn start_all(
 
 /// Starts one daemon detached and records its pid at once, so `down` finds it even if `up`
 /// fails later.
-fn launch(
+pub(super) fn launch(
     layout: &Layout,
     state: &mut DevState,
     name: &str,
@@ -276,7 +315,7 @@ fn launch(
 }
 
 /// Polls `ready` until it is true; fails early, with the log's tail, if the daemon died.
-async fn wait_ready<F, Fut>(
+pub(super) async fn wait_ready<F, Fut>(
     layout: &Layout,
     state: &DevState,
     name: &str,
@@ -309,23 +348,6 @@ where
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether `GET /v1/hosts` lists `host_id`.
-async fn host_registered(client: &reqwest::Client, url: &str, token: &str, host_id: &str) -> bool {
-    let Ok(hosts) = http::get_json(client, url, token).await else {
-        return false;
-    };
-    contains_string(&hosts, host_id)
-}
-
-fn contains_string(value: &serde_json::Value, wanted: &str) -> bool {
-    match value {
-        serde_json::Value::String(s) => s == wanted,
-        serde_json::Value::Array(items) => items.iter().any(|v| contains_string(v, wanted)),
-        serde_json::Value::Object(map) => map.values().any(|v| contains_string(v, wanted)),
-        _ => false,
     }
 }
 

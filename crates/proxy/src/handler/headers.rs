@@ -8,50 +8,81 @@ use http::{Version, request};
 /// What the proxy knows about the client's connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Conn {
-    pub(crate) peer: SocketAddr,
     pub(crate) tls: bool,
     /// The public port this listener stands for (80 or 443).
     pub(crate) public_port: u16,
     /// The TLS server name the client asked for.
     pub(crate) sni: Option<String>,
+    /// The peer's IP and the public port as header values, made once per connection.
+    client_ip: HeaderValue,
+    port: HeaderValue,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, tls: bool, public_port: u16) -> Self {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an ip address is a valid header value");
+        Conn {
+            tls,
+            public_port,
+            sni: None,
+            client_ip,
+            port: HeaderValue::from(public_port),
+        }
+    }
 }
 
 /// Headers that describe one hop and never travel past it (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
+const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
+const FLY_FORWARDED_PORT: HeaderName = HeaderName::from_static("fly-forwarded-port");
+const FLY_REGION: HeaderName = HeaderName::from_static("fly-region");
+const FLY_REPLAY_SRC: HeaderName = HeaderName::from_static("fly-replay-src");
+const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
+
 /// Headers only the proxy may set: whatever the client sent under these names is dropped.
-const PROXY_OWNED: [&str; 4] = [
-    "fly-client-ip",
-    "fly-forwarded-port",
-    "fly-region",
-    "fly-replay-src",
+const PROXY_OWNED: [HeaderName; 4] = [
+    FLY_CLIENT_IP,
+    FLY_FORWARDED_PORT,
+    FLY_REGION,
+    FLY_REPLAY_SRC,
 ];
 
 /// The host the client asked for: the URI authority (HTTP/2, absolute form), the `Host`
 /// header, else the TLS server name.
-pub(crate) fn host_of<'a>(parts: &'a request::Parts, conn: &'a Conn) -> Option<&'a str> {
-    parts
-        .uri
-        .authority()
+pub(crate) fn host_of<'a>(
+    uri: &'a http::Uri,
+    headers: &'a HeaderMap,
+    conn: &'a Conn,
+) -> Option<&'a str> {
+    uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+        .or_else(|| headers.get(header::HOST)?.to_str().ok())
         .or(conn.sni.as_deref())
 }
 
-/// Rewrites the client's request headers into the ones the machine gets.
+/// Rewrites the client's request headers into the ones the machine gets. `region` is the
+/// proxy's region as a header value.
 pub(crate) fn prepare_request(
     parts: &mut request::Parts,
     conn: &Conn,
-    region: &str,
+    region: &HeaderValue,
     request_id: &HeaderValue,
 ) {
     if !parts.headers.contains_key(header::HOST)
@@ -60,55 +91,89 @@ pub(crate) fn prepare_request(
     {
         parts.headers.insert(header::HOST, host);
     }
+    let upgrade = upgrade_of(&parts.headers);
     remove_hop_by_hop(&mut parts.headers);
     let headers = &mut parts.headers;
-    for name in PROXY_OWNED {
+    if let Some(upgrade) = upgrade {
+        // A protocol upgrade (WebSocket) goes on to the machine, which must agree to it.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    for name in &PROXY_OWNED {
         headers.remove(name);
     }
-    append_via(headers, parts.version);
+    headers.append(header::VIA, via(parts.version));
 
-    let client_ip = conn.peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").map(HeaderValue::to_str) {
-        Some(Ok(earlier)) if !earlier.trim().is_empty() => format!("{earlier}, {client_ip}"),
-        _ => client_ip.clone(),
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(earlier) if !earlier.trim_ascii().is_empty() => {
+            let mut joined = Vec::with_capacity(earlier.len() + 2 + conn.client_ip.len());
+            joined.extend_from_slice(earlier);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(conn.client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| conn.client_ip.clone())
+        }
+        _ => conn.client_ip.clone(),
     };
-    let port = conn.public_port.to_string();
-    set(headers, "fly-client-ip", &client_ip);
-    set(headers, "x-forwarded-for", &forwarded_for);
-    set(
-        headers,
-        "x-forwarded-proto",
-        if conn.tls { "https" } else { "http" },
-    );
-    set(
-        headers,
-        "x-forwarded-ssl",
-        if conn.tls { "on" } else { "off" },
-    );
-    if !headers.contains_key("x-forwarded-port") {
-        set(headers, "x-forwarded-port", &port);
+    headers.insert(FLY_CLIENT_IP, conn.client_ip.clone());
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    let (proto, ssl) = if conn.tls {
+        ("https", "on")
+    } else {
+        ("http", "off")
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_SSL, HeaderValue::from_static(ssl));
+    if !headers.contains_key(&X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, conn.port.clone());
     }
-    set(headers, "fly-forwarded-port", &port);
-    set(headers, "fly-region", region);
-    headers.insert("fly-request-id", request_id.clone());
+    headers.insert(FLY_FORWARDED_PORT, conn.port.clone());
+    headers.insert(FLY_REGION, region.clone());
+    headers.insert(FLY_REQUEST_ID, request_id.clone());
 }
 
-/// Rewrites the machine's response headers into the ones the client gets.
+/// The protocol a client asks to upgrade to (`Connection: upgrade` + `Upgrade`), if any.
+pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Rewrites the machine's response headers into the ones the client gets; a `101
+/// Switching Protocols` keeps its `Connection` and `Upgrade`.
 pub(crate) fn finish_response(
     headers: &mut HeaderMap,
     client_version: Version,
     request_id: &HeaderValue,
+    switching: bool,
 ) {
+    let upgrade = switching.then(|| upgrade_of(headers)).flatten();
     remove_hop_by_hop(headers);
-    append_via(headers, client_version);
-    headers.insert("fly-request-id", request_id.clone());
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    headers.append(header::VIA, via(client_version));
+    headers.insert(FLY_REQUEST_ID, request_id.clone());
 }
 
-/// A fresh request id: random, then `-<region>` as the reference system does.
+/// A fresh request id: 128 random bits in hex, then `-<region>` as the reference system does.
 pub(crate) fn new_request_id(region: &str) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let random: u128 = rand::random();
-    let id = format!("{random:032x}-{region}");
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid-region"))
+    let mut id = Vec::with_capacity(33 + region.len());
+    for shift in (0..32).rev() {
+        let nibble = (random >> (shift * 4)) & 0xf;
+        id.push(HEX[usize::try_from(nibble).expect("a nibble fits in usize")]);
+    }
+    id.push(b'-');
+    id.extend_from_slice(region.as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-region"))
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -122,29 +187,19 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-fn append_via(headers: &mut HeaderMap, version: Version) {
-    let version = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    headers.append(
-        header::VIA,
-        HeaderValue::from_str(&format!("{version} godwit")).expect("a valid header value"),
-    );
-}
-
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
-    }
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 godwit",
+        Version::HTTP_10 => "1.0 godwit",
+        Version::HTTP_2 => "2 godwit",
+        Version::HTTP_3 => "3 godwit",
+        _ => "1.1 godwit",
+    })
 }
 
 #[cfg(test)]
@@ -163,13 +218,9 @@ mod tests {
             .body(())
             .expect("valid request");
         let (mut parts, ()) = request.into_parts();
-        let conn = Conn {
-            peer: "192.0.2.7:5000".parse().expect("literal"),
-            tls: true,
-            public_port: 443,
-            sni: None,
-        };
-        prepare_request(&mut parts, &conn, "ams", &new_request_id("ams"));
+        let conn = Conn::new("192.0.2.7:5000".parse().expect("literal"), true, 443);
+        let region = HeaderValue::from_static("ams");
+        prepare_request(&mut parts, &conn, &region, &new_request_id("ams"));
         let h = &parts.headers;
         assert_eq!(h["fly-client-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
@@ -185,6 +236,7 @@ mod tests {
                 .expect("ascii")
                 .ends_with("-ams")
         );
+        assert_eq!(h["fly-request-id"].len(), 36);
         assert!(!h.contains_key("connection") && !h.contains_key("x-secret"));
     }
 }

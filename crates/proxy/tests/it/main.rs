@@ -3,9 +3,13 @@
 
 mod autostart;
 mod backend;
+mod certs;
+mod health;
 mod limits;
 mod replay;
 mod retry;
 mod routing;
 mod support;
+mod tcp;
 mod tls;
+mod upgrade;

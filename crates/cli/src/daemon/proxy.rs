@@ -1,0 +1,93 @@
+//! `godwit proxy`: the edge proxy over the machines replica, starting machines through the API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use godwit_types::MachineRecord;
+
+/// The bucket agents publish their machines to (godwit-agent's `publish.rs`).
+const MACHINES_BUCKET: &str = "godwit_machines";
+
+/// `godwit proxy`.
+#[derive(Args, Debug)]
+pub(crate) struct ProxyArgs {
+    /// NATS server URL (the state layer holding the machines bucket)
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The API, called to start and stop machines
+    #[arg(long)]
+    api_url: String,
+    /// File holding the API token used to start and stop machines
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Apps are reached as `<app>.<domain>`
+    #[arg(long)]
+    domain: String,
+    /// Region of this proxy (its machines come first)
+    #[arg(long, default_value = "local")]
+    region: String,
+    /// Plain HTTP (and h2c) listen address
+    #[arg(long)]
+    http_listen: SocketAddr,
+    /// HTTPS listen address (needs --cert and --key)
+    #[arg(long, requires_all = ["cert", "key"])]
+    https_listen: Option<SocketAddr>,
+    /// PEM certificate chain for `*.<domain>`
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// The public port the HTTP listener stands for: services are matched on it
+    #[arg(long, default_value_t = 80)]
+    http_port: u16,
+    /// The public port the HTTPS listener stands for
+    #[arg(long, default_value_t = 443)]
+    https_port: u16,
+    /// Stop a machine with autostop on after it had no request for this long
+    #[arg(long, value_parser = humantime::parse_duration)]
+    autostop_idle: Option<Duration>,
+}
+
+pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("read {}", args.token_file.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "{} holds no token",
+        args.token_file.display()
+    );
+    super::init_daemon_tracing();
+    super::runtime()?.block_on(async move {
+        let cancel = super::cancel_on_signals()?;
+        let mut cfg = godwit_proxy::ProxyConfig::new(args.http_listen, &args.domain, &args.region);
+        cfg.https_listen = args.https_listen;
+        cfg.http_port = args.http_port;
+        cfg.https_port = args.https_port;
+        cfg.tls = args.cert.zip(args.key);
+        if let Some(idle) = args.autostop_idle {
+            cfg.autostop_idle = idle;
+            cfg.autostop_interval = cfg.autostop_interval.min(idle);
+        }
+        let state = godwit_state::StateClient::connect(&args.nats_url)
+            .await
+            .with_context(|| format!("connect to NATS at {}", args.nats_url))?;
+        let machines = state
+            .bucket::<MachineRecord>(MACHINES_BUCKET)
+            .await
+            .with_context(|| format!("open the {MACHINES_BUCKET} bucket"))?
+            .replica_until(cancel.child_token())
+            .await
+            .with_context(|| format!("follow the {MACHINES_BUCKET} bucket"))?;
+        let starter = Arc::new(godwit_proxy::ApiStarter::new(&args.api_url, &token));
+        godwit_proxy::serve(cfg, machines, starter, cancel)
+            .await
+            .context("run the proxy")
+    })
+}

@@ -1,0 +1,96 @@
+//! Raw TCP services: a port offered with no handlers gets its own listener, and bytes flow
+//! both ways to a real TCP echo machine; the listener goes when the port is no longer
+//! offered.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use godwit_types::MachineState;
+use godwit_types::machine::MachinePort;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::backend::random_loopback;
+use crate::support::{DEADLINE, HarnessBuilder, record};
+
+/// A TCP server that writes back whatever it reads.
+async fn echo_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
+        .await
+        .expect("bind a loopback address");
+    let addr = listener.local_addr().expect("bound");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Polls a connect to `addr` until it succeeds.
+async fn connect_when_listening(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                bail!("nothing listens on {addr}: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn ports_without_handlers_are_passed_through_as_raw_tcp() -> anyhow::Result<()> {
+    let (machine, _task) = echo_machine().await;
+    // A public port unlikely to be taken on a fresh loopback address.
+    let public_port = 20_000 + rand::random::<u16>() % 40_000;
+    let mut raw = record("m-raw", "raw", machine, MachineState::Started);
+    raw.services[0].ports = vec![MachinePort {
+        port: Some(public_port),
+        handlers: Vec::new(),
+        force_https: None,
+    }];
+    let listen_ip: IpAddr = random_loopback();
+    let harness = HarnessBuilder::new()
+        .record(raw.clone())
+        .config(move |cfg| cfg.tcp_listen_ip = Some(listen_ip))
+        .start()
+        .await?;
+    let public = SocketAddr::new(listen_ip, public_port);
+
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(connect_when_listening(public).await?);
+        let message = format!("hello {i}\n").repeat(1000);
+        let client = clients.last_mut().context("just pushed")?;
+        client.write_all(message.as_bytes()).await?;
+        let mut echoed = vec![0; message.len()];
+        tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
+            .await
+            .context("no echo")??;
+        assert_eq!(echoed, message.as_bytes());
+    }
+
+    // The machine goes away: so does the listener.
+    harness
+        .bucket
+        .delete(&godwit_state::key_for(&raw.id))
+        .await?;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while TcpStream::connect(public).await.is_ok() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the listener on {public} stayed open");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use godwit_types::MachineRecord;
+use godwit_types::record::{ACME_BUCKET, AcmeChallengeRecord, CERTS_BUCKET, CertRecord};
 
 /// The bucket agents publish their machines to (godwit-agent's `publish.rs`).
 const MACHINES_BUCKET: &str = "godwit_machines";
@@ -85,6 +86,27 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             .replica_until(cancel.child_token())
             .await
             .with_context(|| format!("follow the {MACHINES_BUCKET} bucket"))?;
+        // Uploaded and ACME-issued certificates, and open ACME challenges, come from the API
+        // through NATS; the store reloads on every change.
+        let certs = state
+            .bucket::<CertRecord>(CERTS_BUCKET)
+            .await
+            .with_context(|| format!("open the {CERTS_BUCKET} bucket"))?
+            .replica_until(cancel.child_token())
+            .await
+            .with_context(|| format!("follow the {CERTS_BUCKET} bucket"))?;
+        let challenges = state
+            .bucket::<AcmeChallengeRecord>(ACME_BUCKET)
+            .await
+            .with_context(|| format!("open the {ACME_BUCKET} bucket"))?
+            .replica_until(cancel.child_token())
+            .await
+            .with_context(|| format!("follow the {ACME_BUCKET} bucket"))?;
+        cfg.certs = Some(godwit_proxy::CertStore::follow(
+            certs,
+            challenges,
+            cancel.child_token(),
+        ));
         let starter = Arc::new(godwit_proxy::ApiStarter::new(&args.api_url, &token));
         godwit_proxy::serve(cfg, machines, starter, cancel)
             .await

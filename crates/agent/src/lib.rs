@@ -71,6 +71,10 @@ pub struct AgentConfig {
     /// machines here (those already here keep running and can be updated). Default true.
     #[serde(default = "schedulable_by_default")]
     pub schedulable: bool,
+    /// Every region of the cluster. With more than one, records go to this region's own
+    /// bucket (`godwit_machines_<region>`), mirrored into the others; empty = one region.
+    #[serde(default)]
+    pub regions: Vec<String>,
 }
 
 fn schedulable_by_default() -> bool {

@@ -100,7 +100,7 @@ async fn publish_forever(agent: &Agent) {
 
 async fn connect(agent: &Agent) -> Buckets {
     loop {
-        match try_connect(&agent.cfg.nats_url).await {
+        match try_connect(&agent.cfg).await {
             Ok(buckets) => {
                 info!(url = %agent.cfg.nats_url, "connected to nats");
                 return buckets;
@@ -113,11 +113,20 @@ async fn connect(agent: &Agent) -> Buckets {
     }
 }
 
-async fn try_connect(url: &str) -> Result<Buckets, godwit_state::StateError> {
-    let client = StateClient::connect(url).await?;
+async fn try_connect(cfg: &crate::AgentConfig) -> Result<Buckets, godwit_state::StateError> {
+    let client = StateClient::connect(&cfg.nats_url).await?;
+    let topology = godwit_state::Topology::new(&cfg.region, &cfg.regions);
     Ok(Buckets {
-        machines: client.bucket(MACHINES_BUCKET).await?,
-        hosts: client.bucket(HOSTS_BUCKET).await?,
+        machines: client
+            .records(MACHINES_BUCKET, &topology)
+            .await?
+            .writer()
+            .clone(),
+        hosts: client
+            .records(HOSTS_BUCKET, &topology)
+            .await?
+            .writer()
+            .clone(),
     })
 }
 

@@ -48,6 +48,9 @@ pub struct ApiConfig {
     /// A PEM file of root CAs to trust for the ACME server (a test CA such as pebble's),
     /// instead of the system roots.
     pub acme_ca_pem: Option<std::path::PathBuf>,
+    /// The region whose NATS server `nats_url` is, and every region of the cluster: with more
+    /// than one, hosts and machines are read from every region's bucket (local mirrors).
+    pub state_topology: godwit_state::Topology,
 }
 
 /// What [`init`] made; the tokens are shown only here (they are stored hashed).

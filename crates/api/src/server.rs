@@ -118,14 +118,14 @@ pub(crate) async fn serve(
         .await
         .map_err(ServeError::State)?;
     let hosts = state_client
-        .bucket::<HostRecord>(HOSTS_BUCKET)
+        .records::<HostRecord>(HOSTS_BUCKET, &cfg.state_topology)
         .await
         .map_err(ServeError::State)?
         .replica_until(cancel.child_token())
         .await
         .map_err(ServeError::State)?;
     let machines = state_client
-        .bucket::<MachineRecord>(MACHINES_BUCKET)
+        .records::<MachineRecord>(MACHINES_BUCKET, &cfg.state_topology)
         .await
         .map_err(ServeError::State)?
         .replica_until(cancel.child_token())

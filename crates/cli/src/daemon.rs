@@ -38,6 +38,13 @@ pub(crate) struct ApiArgs {
     /// PEM file of root CAs to trust for the ACME server instead of the system's
     #[arg(long, value_name = "FILE")]
     acme_ca_pem: Option<PathBuf>,
+    /// Every region of the cluster (comma-separated); with more than one, state is read from
+    /// each region's bucket, mirrored into the NATS server of `--state-region`
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
+    /// The region whose NATS server `--nats-url` is (default: `--region`)
+    #[arg(long)]
+    state_region: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +106,10 @@ pub(crate) struct AgentArgs {
     /// Keep the machines this host runs but place no new ones here
     #[arg(long)]
     unschedulable: bool,
+    /// Every region of the cluster (comma-separated); with more than one, this host's records
+    /// go to its region's own bucket, mirrored into the others
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
 }
 
 /// `godwit image …`.
@@ -165,6 +176,10 @@ pub(crate) fn api(args: ApiArgs) -> anyhow::Result<()> {
         let cfg = godwit_api::ApiConfig {
             data_dir,
             nats_url: args.nats_url,
+            state_topology: godwit_state::Topology::new(
+                args.state_region.as_deref().unwrap_or(&args.region),
+                &args.regions,
+            ),
             default_region: args.region,
             acme_directory: args.acme_directory,
             acme_ca_pem: args.acme_ca_pem,
@@ -206,6 +221,7 @@ pub(crate) fn agent(args: AgentArgs) -> anyhow::Result<()> {
             shim: vec![exe.display().to_string(), "shim".to_owned()],
             insecure_registries: args.insecure_registries,
             schedulable: !args.unschedulable,
+            regions: args.regions,
         };
         godwit_agent::run(cfg, listener, cancel)
             .await

@@ -156,6 +156,7 @@ impl Env {
         let a = rand::random::<u8>() % 50;
         let b = rand::random::<u8>();
         AgentConfig {
+            regions: Vec::new(),
             data_dir: self.data_dir.clone(),
             api_url: self.api.url.clone(),
             join_token: "join-secret".into(),

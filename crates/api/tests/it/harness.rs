@@ -44,6 +44,7 @@ impl TestApi {
         let url = format!("http://{}", listener.local_addr()?);
         let cancel = CancellationToken::new();
         let mut cfg = ApiConfig {
+            state_topology: godwit_state::Topology::new("local", &[]),
             data_dir: data_dir.path().to_owned(),
             nats_url: nats.url.clone(),
             default_region: DEFAULT_REGION.into(),

@@ -31,6 +31,10 @@ pub(crate) struct ProxyArgs {
     /// Region of this proxy (its machines come first)
     #[arg(long, default_value = "local")]
     region: String,
+    /// Every region of the cluster (comma-separated); with more than one, machines are read
+    /// from each region's bucket, mirrored into this region's NATS server
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<String>,
     /// Plain HTTP (and h2c) listen address
     #[arg(long)]
     http_listen: SocketAddr,
@@ -79,8 +83,9 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         let state = godwit_state::StateClient::connect(&args.nats_url)
             .await
             .with_context(|| format!("connect to NATS at {}", args.nats_url))?;
+        let topology = godwit_state::Topology::new(&args.region, &args.regions);
         let machines = state
-            .bucket::<MachineRecord>(MACHINES_BUCKET)
+            .records::<MachineRecord>(MACHINES_BUCKET, &topology)
             .await
             .with_context(|| format!("open the {MACHINES_BUCKET} bucket"))?
             .replica_until(cancel.child_token())

@@ -1,41 +1,54 @@
 #!/usr/bin/env bash
-# Benchmarks godwit-proxy against a direct connection and nginx (1 worker) in front of the
-# same small HTTP backend, with wrk; prints req/s and p99 latency side by side.
-# Needs: wrk, nginx, nats-server (apt-get install -y wrk nginx-light nats-server).
+# Benchmarks godwit-proxy against a direct connection, nginx and haproxy (one worker each)
+# in front of the same small HTTP/1.1 backend: wrk for HTTP/1.1, h2load for HTTP/2 (the
+# proxies' h2c, prior knowledge). Prints req/s and p99 for each and the ratios to nginx.
+# Needs: wrk, nginx, haproxy, h2load, nats-server
+#   (apt-get install -y wrk nginx-light haproxy nghttp2-client nats-server).
 # Usage: scripts/bench-proxy.sh [duration=10s] [connections=64] [wrk threads=2]
-# (SKIP_BUILD=1 uses the already built target/release/examples/bench-proxy.)
+# Env: BENCH_BIN=<path> uses that bench-proxy binary (else it is built once, release);
+#      H2_STREAMS=<n> concurrent streams per h2load connection (default 1);
+#      PROXY_THREADS=<n> tokio workers of the proxy (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 CONNS=${2:-64}
 THREADS=${3:-2}
-for tool in wrk nginx nats-server; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y $tool" >&2; exit 1; }
+H2_STREAMS=${H2_STREAMS:-1}
+SECONDS_=${DURATION%s}
+for tool in wrk nginx haproxy h2load nats-server; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (see the header of $0)" >&2; exit 1; }
 done
 
-[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p godwit-proxy --example bench-proxy
+BIN=${BENCH_BIN:-target/release/examples/bench-proxy}
+if [ -z "${BENCH_BIN:-}" ] && [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p godwit-proxy --example bench-proxy
+fi
 WORK=$(mktemp -d /tmp/godwit-bench.XXXXXX)
-BENCH_PID=""
-NGINX_PID=""
+PIDS=()
 cleanup() {
-  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null || true
-  [ -n "$BENCH_PID" ] && kill "$BENCH_PID" 2>/dev/null || true
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   exec 3>&- 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url [curl flags]
+  for _ in $(seq 1 100); do curl -sf "${@:2}" -H "Host: bench.apps.godwit.test" "$1" >/dev/null && return; sleep 0.1; done
+  echo "nothing answers at $1" >&2; exit 1
+}
 
 # The proxy and backend run until their stdin (fd 3's pipe) closes.
 mkfifo "$WORK/stdin"
-BENCH_THREADS=1 target/release/examples/bench-proxy <"$WORK/stdin" >"$WORK/addrs" 2>"$WORK/bench.log" &
-BENCH_PID=$!
+BENCH_THREADS=${PROXY_THREADS:-1} "$BIN" <"$WORK/stdin" >"$WORK/addrs" 2>"$WORK/bench.log" &
+PIDS+=($!)
 exec 3>"$WORK/stdin"
 for _ in $(seq 1 300); do grep -q proxy= "$WORK/addrs" 2>/dev/null && break; sleep 0.1; done
 grep -q proxy= "$WORK/addrs" || { echo "bench-proxy did not start:" >&2; cat "$WORK/bench.log" >&2; exit 1; }
 BACKEND=$(sed -n 's/.*backend=\([^ ]*\).*/\1/p' "$WORK/addrs")
 PROXY=$(sed -n 's/.*proxy=\([^ ]*\).*/\1/p' "$WORK/addrs")
 
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+NGINX_PORT=$(free_port)
+NGINX_H2_PORT=$(free_port)
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -44,9 +57,12 @@ pid $WORK/nginx.pid;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream backend { server $BACKEND; keepalive 128; }
+  # The default (1000) closes client connections mid-run; h2load does not reconnect.
+  keepalive_requests 100000000;
+  upstream backend { server $BACKEND; keepalive 128; keepalive_requests 100000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$NGINX_H2_PORT http2;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -58,19 +74,77 @@ http {
 }
 CONF
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
-NGINX_PID=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/" >/dev/null && break; sleep 0.1; done
+PIDS+=($!)
 
-run() { # name url
+HAPROXY_PORT=$(free_port)
+HAPROXY_H2_PORT=$(free_port)
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:$HAPROXY_PORT
+  bind 127.0.0.1:$HAPROXY_H2_PORT proto h2
+  default_backend backend
+backend backend
+  server backend $BACKEND
+CONF
+haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+wait_http "http://$PROXY/"
+wait_http "http://127.0.0.1:$NGINX_PORT/"
+wait_http "http://127.0.0.1:$HAPROXY_PORT/"
+wait_http "http://127.0.0.1:$NGINX_H2_PORT/" --http2-prior-knowledge
+wait_http "http://127.0.0.1:$HAPROXY_H2_PORT/" --http2-prior-knowledge
+wait_http "http://$PROXY/" --http2-prior-knowledge
+
+declare -A RPS P99
+# wrk's latency ("850.00us", "5.85ms", "1.02s") in ms.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000} printf "%.2f", v}' <<<"$1"; }
+h1() { # name url
   local out
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Host: bench.apps.godwit.test" "$2")
-  local rps p99
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  printf '%-28s %12s %10s\n' "$1" "$rps" "$p99"
+  RPS[$1]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+  P99[$1]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 }
-echo "wrk -t$THREADS -c$CONNS -d$DURATION (proxy on 1 tokio worker, nginx 1 worker, backend on its own thread)"
-printf '%-28s %12s %10s\n' target req/s p99
-run "direct (backend)" "http://$BACKEND/"
-run "godwit proxy" "http://$PROXY/"
-run "nginx (1 worker)" "http://127.0.0.1:$NGINX_PORT/"
+h2() { # name url
+  local out log="$WORK/h2load-$1.log"
+  out=$(h2load -D "$SECONDS_" -c "$CONNS" -m "$H2_STREAMS" -t "$THREADS" --log-file="$log" \
+    -H ":authority: bench.apps.godwit.test" "$2")
+  grep -q "status codes: [1-9][0-9]* 2xx" <<<"$out" || { echo "h2load $1 got no 2xx:" >&2; echo "$out" >&2; exit 1; }
+  RPS[$1]=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' <<<"$out")
+  # The log has one line per request; its third field is the latency in microseconds.
+  P99[$1]=$(awk '{print $3}' "$log" | sort -n | awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f", v[i]/1000}')
+}
+row() { # name
+  local ratio="" p99ratio=""
+  case $1 in
+    h1:*) base=${RPS[h1:nginx]:-}; pbase=${P99[h1:nginx]:-} ;;
+    h2:*) base=${RPS[h2:nginx]:-}; pbase=${P99[h2:nginx]:-} ;;
+  esac
+  if [ -n "$base" ] && [ "$base" != 0 ]; then ratio=$(awk -v a="${RPS[$1]}" -v b="$base" 'BEGIN {printf "%.2fx", a/b}'); fi
+  if [ -n "$pbase" ] && [ "$pbase" != 0.00 ]; then p99ratio=$(awk -v a="${P99[$1]}" -v b="$pbase" 'BEGIN {printf "%.2fx", a/b}'); fi
+  printf '%-20s %10s %10s %14s %14s\n' "$1" "${RPS[$1]}" "${P99[$1]}" "$ratio" "$p99ratio"
+}
+
+h1 h1:direct "http://$BACKEND/"
+h1 h1:nginx "http://127.0.0.1:$NGINX_PORT/"
+h1 h1:haproxy "http://127.0.0.1:$HAPROXY_PORT/"
+h1 h1:godwit "http://$PROXY/"
+h2 h2:nginx "http://127.0.0.1:$NGINX_H2_PORT/"
+h2 h2:haproxy "http://127.0.0.1:$HAPROXY_H2_PORT/"
+h2 h2:godwit "http://$PROXY/"
+
+echo "HTTP/1.1: wrk -t$THREADS -c$CONNS -d$DURATION; HTTP/2 (h2c): h2load -D $SECONDS_ -c $CONNS -m $H2_STREAMS -t $THREADS"
+echo "godwit proxy on ${PROXY_THREADS:-1} tokio worker, nginx and haproxy 1 worker/thread; backend on its own thread"
+printf '%-20s %10s %10s %14s %14s\n' target req/s p99-ms "req/s÷nginx" "p99÷nginx"
+for name in h1:direct h1:nginx h1:haproxy h1:godwit h2:nginx h2:haproxy h2:godwit; do row "$name"; done

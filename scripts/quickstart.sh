@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: from a fresh clone, as root, build Godwit and the example app,
-# pack the app into an OCI image (no Docker, no registry), start a dev cluster on this machine,
-# deploy the app and show its answer.
+# pack the app into an OCI image (no Docker, no registry), start a dev cluster on this machine
+# (API, agent, and the proxy with a local CA), deploy the app and show its answer from
+# https://hello.godwit.test, through the proxy.
 #
 #   scripts/quickstart.sh            # data in $GODWIT_HOME or ~/.godwit
 #   GODWIT_HOME=/tmp/gw scripts/quickstart.sh
@@ -53,27 +54,32 @@ eval "$("$GODWIT" dev env)"
 echo "==> deploying examples/hello"
 deploy_log=$(mktemp)
 (cd examples/hello && "$GODWIT" deploy) | tee "$deploy_log"
-url=$(grep -Eo 'https?://[0-9.]+:[0-9]+' "$deploy_log" | tail -n 1 || true)
+# deploy ends with the public URL and a ready-to-paste line:
+#   curl --cacert <dev CA> --resolve hello.godwit.test:<port>:127.0.0.1 https://hello.godwit.test:<port>/
+curl_line=$(grep -Eo 'curl --cacert .*' "$deploy_log" | tail -n 1 || true)
 rm -f "$deploy_log"
-if [ -z "$url" ]; then
-    echo "quickstart: deploy printed no URL" >&2
+if [ -z "$curl_line" ]; then
+    echo "quickstart: deploy printed no public URL (see: $GODWIT dev status)" >&2
     exit 1
 fi
+read -r -a curl_args <<<"$curl_line"
+url=${curl_args[${#curl_args[@]}-1]}
 
-echo "==> asking the app"
+echo "==> asking the app through the proxy"
 answer=""
 for _ in $(seq 1 50); do
-    if answer=$(curl -fsS --max-time 2 "$url/"); then
+    if answer=$("${curl_args[@]}" -fsS --max-time 5); then
         break
     fi
     sleep 0.2
 done
 if [ -z "$answer" ]; then
-    echo "quickstart: $url did not answer" >&2
+    echo "quickstart: $url did not answer through the proxy" >&2
     exit 1
 fi
 echo "$answer"
 echo
-echo "The app answers at $url"
+echo "The app answers at $url (TLS by the dev CA ${GODWIT_CA:-}):"
+echo "  $curl_line"
 echo "Try: eval \"\$($GODWIT dev env)\"; $GODWIT status -a hello; $GODWIT logs -a hello"
 echo "Stop everything with: $GODWIT dev down"

@@ -37,10 +37,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Small responses: one copy into the write buffer and one `write` beat a `writev` of
-    // head and body (measured with scripts/bench-proxy.sh).
-    builder.http1().writev(false);
+    let builder = auto::Builder::new(TokioExecutor::new());
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, tls = tls.is_some(), "listening");
     loop {

@@ -189,7 +189,6 @@ pub(crate) async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()
-        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake { addr, source })?;

@@ -176,6 +176,15 @@ impl Loads {
         Waiting(self)
     }
 
+    /// Every machine with requests in flight, and how many.
+    pub(crate) fn snapshot(&self) -> Vec<(String, u32)> {
+        self.lock()
+            .iter()
+            .filter(|(_, load)| load.in_flight > 0)
+            .map(|(id, load)| (id.clone(), load.in_flight))
+            .collect()
+    }
+
     fn release(&self, machine_id: &str) {
         if let Some(load) = self.lock().get_mut(machine_id) {
             load.in_flight = load.in_flight.saturating_sub(1);
@@ -245,6 +254,7 @@ mod tests {
             autostop: false,
             min_running: 0,
             health: Health::Passing,
+            proxy_proto: None,
         })
     }
 

@@ -11,6 +11,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::balance::LoadGuard;
+use crate::limit::AppGuard;
 use crate::upstream::Pooled;
 
 /// The error type of every body the proxy sends.
@@ -47,6 +48,7 @@ pub(crate) struct GuardedBody {
     inner: Incoming,
     guard: Option<LoadGuard>,
     pooled: Option<Pooled>,
+    app: Option<AppGuard>,
 }
 
 // === impl RequestBody ===
@@ -157,12 +159,19 @@ impl GuardedBody {
             inner,
             guard: Some(guard),
             pooled,
+            app: None,
         }
+    }
+
+    /// Counts the response against its app until it ends, too.
+    pub(crate) fn hold(&mut self, app: AppGuard) {
+        self.app = Some(app);
     }
 
     /// The machine is done with this request: release it now, not when hyper drops us.
     fn finish(&mut self, clean: bool) {
         self.guard = None;
+        self.app = None;
         if let Some(pooled) = self.pooled.take()
             && clean
         {

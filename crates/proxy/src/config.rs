@@ -45,6 +45,11 @@ pub struct ProxyConfig {
     /// Certificates of custom hostnames and open ACME challenges (see [`crate::CertStore`]);
     /// with `None`, TLS serves only the `tls` certificate.
     pub certs: Option<crate::CertStore>,
+    /// Prometheus metrics at `/metrics` on this address; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Requests and connections one app may have in flight at once, so a busy app cannot
+    /// take every connection; more get a 503 (`PL02`).
+    pub max_connections_per_app: usize,
 }
 
 /// Why the proxy could not serve.
@@ -81,7 +86,8 @@ pub enum ProxyError {
 impl ProxyConfig {
     /// A config with the defaults: ports 80/443, queue 5 s, start 20 s, 10 attempts, autostop
     /// after 5 minutes idle (checked every 30 s), idle upstream connections kept 4 s, no
-    /// https listener, raw TCP listeners on the http listener's IP.
+    /// https listener, raw TCP listeners on the http listener's IP, no metrics listener,
+    /// 10 000 requests in flight per app.
     pub fn new(http_listen: SocketAddr, domain: &str, region: &str) -> Self {
         ProxyConfig {
             http_listen,
@@ -101,6 +107,8 @@ impl ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(4),
             tcp_listen_ip: Some(http_listen.ip()),
             certs: None,
+            metrics_listen: None,
+            max_connections_per_app: 10_000,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 use hyper::body::Incoming;
@@ -10,6 +10,8 @@ use hyper::body::Incoming;
 use crate::ProxyConfig;
 use crate::balance::{Acquired, Loads};
 use crate::body::{GuardedBody, ProxyBody, RequestBody, error_response};
+use crate::limit::{AppGuard, AppLimits};
+use crate::metrics::Metrics;
 use crate::routes::{RouteTable, Target, app_from_host};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::wake::Wakers;
@@ -30,6 +32,8 @@ pub(crate) struct Proxy {
     pub(crate) loads: Arc<Loads>,
     pub(crate) wakers: Arc<Wakers>,
     pub(crate) upstream: Arc<Upstream>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) app_limits: Arc<AppLimits>,
     /// `cfg.region` as a header value.
     region: HeaderValue,
 }
@@ -45,6 +49,7 @@ impl Proxy {
         routes: Arc<RouteTable>,
         loads: Arc<Loads>,
         wakers: Arc<Wakers>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let region = HeaderValue::from_str(&cfg.region)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-region"));
@@ -55,6 +60,8 @@ impl Proxy {
             loads,
             wakers,
             upstream,
+            metrics,
+            app_limits: Arc::default(),
             region,
         }
     }
@@ -92,12 +99,55 @@ impl Proxy {
             );
             return error_response(StatusCode::NOT_FOUND, None, &message);
         };
-        if self.routes.app(&app).is_none() {
+        let Some(routes) = self.routes.app(&app) else {
             return error_response(StatusCode::NOT_FOUND, None, &format!("unknown app {app:?}"));
-        }
+        };
+        let started = Instant::now();
+        let response = if !conn.tls && routes.forces_https(conn.public_port) {
+            redirect_to_https(host, request.uri())
+        } else {
+            match self
+                .app_limits
+                .acquire(&app, self.cfg.max_connections_per_app)
+            {
+                Some(guard) => {
+                    let mut guard = Some(guard);
+                    let mut response = self
+                        .route_app(conn, request, &app, request_id, &mut guard)
+                        .await;
+                    if let (ProxyBody::Upstream(body), Some(guard)) = (response.body_mut(), guard) {
+                        body.hold(guard);
+                    }
+                    response
+                }
+                None => {
+                    let message = format!(
+                        "app {app} has {} requests in flight, the most one app may have",
+                        self.cfg.max_connections_per_app
+                    );
+                    error_response(StatusCode::SERVICE_UNAVAILABLE, Some("PL02"), &message)
+                }
+            }
+        };
+        self.metrics
+            .request(&app, response.status(), started.elapsed());
+        response
+    }
+
+    /// Forwards a request of `app`; an upgraded connection takes `app_guard` along.
+    async fn route_app(
+        &self,
+        conn: &Conn,
+        request: Request<Incoming>,
+        app: &str,
+        request_id: &HeaderValue,
+        app_guard: &mut Option<AppGuard>,
+    ) -> Response<ProxyBody> {
         if request.version() == Version::HTTP_11 && headers::upgrade_of(request.headers()).is_some()
         {
-            return self.upgrade(conn, request, &app, request_id).await;
+            return self
+                .upgrade(conn, request, app, request_id, app_guard)
+                .await;
         }
         let (mut parts, body) = request.into_parts();
         let mut body = match RequestBody::read(body).await {
@@ -109,13 +159,11 @@ impl Proxy {
         };
         headers::prepare_request(&mut parts, conn, &self.region, request_id);
         let port = conn.public_port;
-        let (response, served_by) = match self
-            .forward(&app, port, &parts, &mut body, &Pick::Any)
-            .await
-        {
-            Ok(forwarded) => forwarded,
-            Err(response) => return response,
-        };
+        let (response, served_by) =
+            match self.forward(app, port, &parts, &mut body, &Pick::Any).await {
+                Ok(forwarded) => forwarded,
+                Err(response) => return response,
+            };
         let Some(replay_header) = replay::header_of(response.headers()) else {
             return response;
         };
@@ -132,6 +180,7 @@ impl Proxy {
             return error_response(StatusCode::BAD_GATEWAY, Some("PA01"), message);
         }
         drop(response);
+        self.metrics.replay(app);
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
@@ -146,7 +195,7 @@ impl Proxy {
             parts.headers.insert("fly-replay-src", value);
         }
         match self
-            .forward(&app, port, &parts, &mut body, &replay.pick)
+            .forward(app, port, &parts, &mut body, &replay.pick)
             .await
         {
             Ok((response, _)) if replay::header_of(response.headers()).is_some() => {
@@ -183,6 +232,7 @@ impl Proxy {
                 Err(error @ UpstreamError::Connect { .. }) => {
                     tracing::debug!(%error, machine_id = %target.machine_id, "connect failed");
                     tried.insert(target.machine_id.clone());
+                    self.metrics.retry(app);
                     if tried.len() >= self.cfg.max_attempts || !body.is_buffered() {
                         let message = format!("could not connect to machine {}", target.machine_id);
                         return Err(error_response(
@@ -203,6 +253,24 @@ impl Proxy {
                 }
             }
         }
+    }
+}
+
+/// `301` to the same host (without its port) and path over HTTPS.
+fn redirect_to_https(host: &str, uri: &Uri) -> Response<ProxyBody> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{name}{path}");
+    let mut response = error_response(StatusCode::MOVED_PERMANENTLY, None, &location);
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            response.headers_mut().insert(http::header::LOCATION, value);
+            response
+        }
+        Err(_) => error_response(StatusCode::BAD_REQUEST, None, "invalid host"),
     }
 }
 

@@ -4,7 +4,11 @@
 //! cordoned, no service check critical, least loaded below its soft limit, never above its
 //! hard limit), forwards the request over pooled keep-alive connections, retries refused
 //! connections on the next machine, starts stopped machines on demand, stops idle ones, and
-//! replays requests named by a `fly-replay` response header.
+//! replays requests named by a `fly-replay` response header. Ports with `force_https` get a
+//! 301 to HTTPS on the http listener; raw TCP ports with the `proxy_proto` handler get a
+//! PROXY protocol v1 header first; each app may have at most `max_connections_per_app`
+//! requests and connections in flight; Prometheus metrics are served on `metrics_listen`;
+//! on cancel, requests in flight get `shutdown_grace` to finish.
 //!
 //! Owns routing, load balancing, autostart/autostop and replay. Reads machine state only
 //! from a [`godwit_state::Replica`]; starts and stops machines only through a [`Starter`].
@@ -17,7 +21,10 @@ mod body;
 mod certs;
 mod config;
 mod handler;
+mod limit;
 mod listen;
+mod metrics;
+mod proxy_proto;
 mod routes;
 mod starter;
 mod tcp;
@@ -58,9 +65,11 @@ pub async fn serve(
         Some(addr) => Some(listen::bind(addr).await?),
         None => None,
     };
+    let metrics = bind_metrics(&cfg).await?;
     run(
         cfg,
         Listeners { http, https },
+        metrics,
         tls,
         machines,
         starter,
@@ -81,7 +90,8 @@ pub async fn serve_with(
 ) -> Result<(), ProxyError> {
     let tls = listen::tls_acceptor(&cfg, listeners.https.is_some())?;
     wait_ready(&cfg, &machines).await?;
-    run(cfg, listeners, tls, machines, starter, cancel).await;
+    let metrics = bind_metrics(&cfg).await?;
+    run(cfg, listeners, metrics, tls, machines, starter, cancel).await;
     Ok(())
 }
 
@@ -98,9 +108,17 @@ async fn wait_ready(
         })
 }
 
+async fn bind_metrics(cfg: &ProxyConfig) -> Result<Option<TcpListener>, ProxyError> {
+    match cfg.metrics_listen {
+        Some(addr) => Ok(Some(listen::bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
 async fn run(
     cfg: ProxyConfig,
     listeners: Listeners,
+    metrics_listener: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     machines: Replica<MachineRecord>,
     starter: Arc<dyn Starter>,
@@ -109,9 +127,14 @@ async fn run(
     let http_ports = [cfg.http_port, cfg.https_port];
     let routes = routes::RouteTable::follow(machines, http_ports, cancel.child_token());
     let loads = Arc::new(balance::Loads::default());
-    let wakers = Arc::new(wake::Wakers::new(Arc::clone(&starter), cfg.start_timeout));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let wakers = Arc::new(wake::Wakers::new(
+        Arc::clone(&starter),
+        cfg.start_timeout,
+        Arc::clone(&metrics),
+    ));
     let (http_port, https_port) = (cfg.http_port, cfg.https_port);
-    let proxy = Arc::new(handler::Proxy::new(cfg, routes, loads, wakers));
+    let proxy = Arc::new(handler::Proxy::new(cfg, routes, loads, wakers, metrics));
     tracing::info!(region = %proxy.cfg.region, domain = %proxy.cfg.domain, "proxy ready");
     let autostop = tokio::spawn(autostop::run(
         Arc::clone(&proxy),
@@ -122,6 +145,13 @@ async fn run(
         .cfg
         .tcp_listen_ip
         .map(|ip| tokio::spawn(tcp::run(Arc::clone(&proxy), ip, cancel.child_token())));
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(
+            Arc::clone(&proxy),
+            listener,
+            cancel.child_token(),
+        ))
+    });
     let http = listen::run(
         Arc::clone(&proxy),
         listeners.http,
@@ -145,5 +175,8 @@ async fn run(
     let _ = autostop.await;
     if let Some(tcp) = tcp {
         let _ = tcp.await;
+    }
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
     }
 }

@@ -27,8 +27,8 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
         .map_err(|source| ProxyError::Listen { addr, source })
 }
 
-/// Accepts connections until `cancel` fires, then lets open ones finish for the grace
-/// period.
+/// Accepts connections until `cancel` fires, then lets open ones finish their requests for
+/// the grace period, and cuts those still open after it.
 pub(crate) async fn run(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -39,6 +39,7 @@ pub(crate) async fn run(
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let local = listener.local_addr().ok();
+    let mut connections = tokio::task::JoinSet::new();
     tracing::info!(addr = ?local, tls = tls.is_some(), "listening");
     loop {
         let accepted = tokio::select! {
@@ -53,12 +54,13 @@ pub(crate) async fn run(
                 continue;
             }
         };
+        while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let proxy = Arc::clone(&proxy);
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let mut conn = Conn::new(peer, tls.is_some(), public_port);
             let Some(acceptor) = tls else {
                 let service = service(proxy, conn);
@@ -95,7 +97,12 @@ pub(crate) async fn run(
         .await
         .is_err()
     {
-        tracing::warn!(?grace, "connections still open after the grace period");
+        tracing::warn!(
+            ?grace,
+            open = connections.len(),
+            "connections still open after the grace period, closing them"
+        );
+        connections.abort_all();
     }
 }
 

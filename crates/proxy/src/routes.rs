@@ -40,6 +40,14 @@ pub(crate) struct Target {
     pub(crate) autostop: bool,
     pub(crate) min_running: u32,
     pub(crate) health: Health,
+    /// Send a PROXY protocol header first on raw TCP connections to the machine.
+    pub(crate) proxy_proto: Option<ProxyProto>,
+}
+
+/// The PROXY protocol version a port asks for (handler `proxy_proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyProto {
+    V1,
 }
 
 /// One app's machines, as targets per public port.
@@ -47,8 +55,10 @@ pub(crate) struct Target {
 pub(crate) struct AppRoutes {
     /// Public port → the machines with a service there.
     by_port: Vec<(u16, Vec<Arc<Target>>)>,
-    /// Public ports offered as raw TCP (no handlers).
+    /// Public ports offered as raw TCP (no handlers, or only `proxy_proto`).
     raw_ports: BTreeSet<u16>,
+    /// Public ports where some machine asks for plain HTTP to be redirected to HTTPS.
+    force_https: BTreeSet<u16>,
     /// Every machine with a service, by its first service (autostop).
     all: Vec<Arc<Target>>,
 }
@@ -62,6 +72,9 @@ struct Index {
     /// key → app, for deletes.
     apps_by_key: HashMap<String, String>,
 }
+
+/// The port handler asking for a PROXY protocol header towards the machine.
+const PROXY_PROTO_HANDLER: &str = "proxy_proto";
 
 /// Soft limit when a service names no concurrency (the reference system's default).
 const DEFAULT_SOFT_LIMIT: u32 = 20;
@@ -206,10 +219,12 @@ impl AppRoutes {
             }
             for service in &record.services {
                 for port in &service.ports {
-                    if let Some(number) = port.port
-                        && port.handlers.is_empty()
-                    {
+                    let Some(number) = port.port else { continue };
+                    if port.handlers.iter().all(|h| h == PROXY_PROTO_HANDLER) {
                         routes.raw_ports.insert(number);
+                    }
+                    if port.force_https == Some(true) {
+                        routes.force_https.insert(number);
                     }
                 }
             }
@@ -223,6 +238,11 @@ impl AppRoutes {
             .iter()
             .find(|(p, _)| *p == port)
             .map_or(&[], |(_, targets)| targets.as_slice())
+    }
+
+    /// Whether plain HTTP requests on public `port` are redirected to HTTPS.
+    pub(crate) fn forces_https(&self, port: u16) -> bool {
+        self.force_https.contains(&port)
     }
 
     /// Every machine with a service (for autostop, whatever the port).
@@ -278,11 +298,17 @@ impl Index {
 impl Target {
     /// The machine as a target on public `port`, if one of its services listens there.
     fn from_record(record: &MachineRecord, port: u16) -> Option<Target> {
-        let service = record
-            .services
+        let (service, public) = record.services.iter().find_map(|s| {
+            let public = s.ports.iter().find(|p| p.port == Some(port))?;
+            Some((s, public))
+        })?;
+        let mut target = Target::with_service(record, service)?;
+        target.proxy_proto = public
+            .handlers
             .iter()
-            .find(|s| s.ports.iter().any(|p| p.port == Some(port)))?;
-        Target::with_service(record, service)
+            .any(|h| h == PROXY_PROTO_HANDLER)
+            .then_some(ProxyProto::V1);
+        Some(target)
     }
 
     fn with_service(record: &MachineRecord, service: &MachineService) -> Option<Target> {
@@ -303,6 +329,7 @@ impl Target {
             autostop: autostop_enabled(service.autostop.as_ref()),
             min_running: service.min_machines_running.unwrap_or(0),
             health: Health::of(&record.checks),
+            proxy_proto: None,
         })
     }
 }

@@ -10,7 +10,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use tokio::io::AsyncWriteExt as _;
+
 use crate::handler::{Pick, Proxy};
+use crate::proxy_proto;
+use crate::routes::ProxyProto;
 
 /// How long a connect to a machine may take before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -81,6 +85,12 @@ async fn forward(proxy: &Proxy, mut client: TcpStream, port: u16) -> Result<(), 
         [] => return Err("no app offers this port".to_owned()),
         _ => return Err("more than one app offers this port".to_owned()),
     };
+    let Some(_app_guard) = proxy
+        .app_limits
+        .acquire(&app, proxy.cfg.max_connections_per_app)
+    else {
+        return Err(format!("app {app} is at its connection limit"));
+    };
     let mut deadline = None;
     let mut tried = HashSet::new();
     loop {
@@ -94,6 +104,15 @@ async fn forward(proxy: &Proxy, mut client: TcpStream, port: u16) -> Result<(), 
         match connected {
             Ok(Ok(mut machine)) => {
                 let _ = machine.set_nodelay(true);
+                if target.proxy_proto == Some(ProxyProto::V1) {
+                    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
+                        return Err("the client connection has no address".to_owned());
+                    };
+                    let header = proxy_proto::v1(peer, local);
+                    if let Err(error) = machine.write_all(header.as_bytes()).await {
+                        return Err(format!("could not send the proxy protocol header: {error}"));
+                    }
+                }
                 let _guard = acquired.guard;
                 let copied = tokio::io::copy_bidirectional(&mut client, &mut machine).await;
                 tracing::debug!(?copied, machine_id = %target.machine_id, "raw tcp connection closed");

@@ -10,6 +10,7 @@ use tokio::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 use crate::Starter;
+use crate::metrics::Metrics;
 use crate::routes::Target;
 
 /// How long a woken machine counts as started when the replica has not caught up yet.
@@ -24,6 +25,7 @@ type Outcome = Option<Result<(), String>>;
 pub(crate) struct Wakers {
     starter: Arc<dyn Starter>,
     timeout: Duration,
+    metrics: Arc<Metrics>,
     machines: Mutex<HashMap<String, Wake>>,
 }
 
@@ -36,10 +38,11 @@ enum Wake {
 // === impl Wakers ===
 
 impl Wakers {
-    pub(crate) fn new(starter: Arc<dyn Starter>, timeout: Duration) -> Self {
+    pub(crate) fn new(starter: Arc<dyn Starter>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Wakers {
             starter,
             timeout,
+            metrics,
             machines: Mutex::new(HashMap::new()),
         }
     }
@@ -87,6 +90,7 @@ impl Wakers {
         let (tx, rx) = watch::channel(None);
         machines.insert(target.machine_id.clone(), Wake::Starting(rx.clone()));
         drop(machines);
+        self.metrics.autostart(app);
         let wakers = Arc::clone(self);
         let (app, machine_id, addr) = (app.to_owned(), target.machine_id.clone(), target.addr);
         let span = tracing::info_span!("autostart", app = %app, machine_id = %machine_id);

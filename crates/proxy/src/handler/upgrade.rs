@@ -13,6 +13,7 @@ use super::replay::Pick;
 use super::{Conn, Proxy, headers, upstream_request};
 use crate::balance::Acquired;
 use crate::body::{GuardedBody, ProxyBody, error_response};
+use crate::limit::AppGuard;
 use crate::upstream::{self, UpstreamError};
 
 // === impl Proxy ===
@@ -25,6 +26,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         app: &str,
         request_id: &HeaderValue,
+        app_guard: &mut Option<AppGuard>,
     ) -> Response<ProxyBody> {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, body) = request.into_parts();
@@ -72,8 +74,9 @@ impl Proxy {
         }
         let machine_upgrade = hyper::upgrade::on(&mut response);
         let machine_id = target.machine_id.clone();
+        let app_guard = app_guard.take();
         tokio::spawn(async move {
-            let _guard = guard;
+            let _guards = (guard, app_guard);
             let (client, machine) = match tokio::try_join!(client_upgrade, machine_upgrade) {
                 Ok(upgraded) => upgraded,
                 Err(error) => {

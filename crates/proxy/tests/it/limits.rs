@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use godwit_types::MachineState;
 
-use crate::support::{Backend, HarnessBuilder, limits, record, wait_until};
+use crate::support::{Backend, HarnessBuilder, host, limits, record, wait_until};
 
 #[tokio::test]
 async fn least_loaded_below_soft_limits_then_over_them() -> anyhow::Result<()> {
@@ -108,5 +108,60 @@ async fn never_above_the_hard_limit_queue_then_503() -> anyhow::Result<()> {
         assert_eq!(request.await??.status(), 200);
     }
     assert_eq!(backend.stats.max_in_flight.load(Ordering::SeqCst), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_busy_app_cannot_take_every_connection() -> anyhow::Result<()> {
+    let busy = Backend::start("busy").await;
+    let calm = Backend::start("calm").await;
+    let mut busy_record = record("m-busy", "busy", busy.addr, MachineState::Started);
+    busy_record.services[0].concurrency = limits("requests", 100, None);
+    let harness = HarnessBuilder::new()
+        .record(busy_record)
+        .record(record("m-calm", "calm", calm.addr, MachineState::Started))
+        .config(|cfg| cfg.max_connections_per_app = 2)
+        .start()
+        .await?;
+
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (client, url) = (harness.client(), harness.url("/hold"));
+        held.push(tokio::spawn(async move {
+            client.get(url).header("host", host("busy")).send().await
+        }));
+    }
+    wait_until("two held requests", || busy.in_flight() == 2).await?;
+
+    // The busy app is at its limit: refused at once, without waiting for a machine.
+    let refused = harness.get("busy", "/").await?;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(
+        refused.headers.get("fly-proxy-error").map(String::as_str),
+        Some("PL02")
+    );
+    // Another app is not affected.
+    let other = harness.get("calm", "/").await?;
+    assert_eq!(other.status, 200, "{other:?}");
+    assert_eq!(other.served_by(), "calm");
+
+    busy.release(2);
+    for request in held {
+        assert_eq!(request.await??.status(), 200);
+    }
+    // Once the held requests are done, the app has room again.
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
+    loop {
+        let reply = harness.get("busy", "/").await?;
+        if reply.status == 200 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the app stayed at its limit: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(busy.stats.max_in_flight.load(Ordering::SeqCst), 2);
     Ok(())
 }

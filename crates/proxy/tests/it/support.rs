@@ -29,7 +29,7 @@ pub(crate) struct Harness {
     pub(crate) https: Option<SocketAddr>,
     pub(crate) cancel: CancellationToken,
     client: reqwest::Client,
-    _proxy: tokio::task::JoinHandle<Result<(), godwit_proxy::ProxyError>>,
+    pub(crate) proxy: tokio::task::JoinHandle<Result<(), godwit_proxy::ProxyError>>,
 }
 
 /// Builds a harness: records are published first, then the proxy starts.
@@ -121,7 +121,7 @@ impl HarnessBuilder {
                 .no_proxy()
                 .timeout(DEADLINE)
                 .build()?,
-            _proxy: proxy,
+            proxy,
         })
     }
 

@@ -94,3 +94,86 @@ async fn ports_without_handlers_are_passed_through_as_raw_tcp() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// A TCP server that reads a PROXY v1 line, writes it back, then echoes.
+async fn proxy_proto_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
+        .await
+        .expect("bind a loopback address");
+    let addr = listener.local_addr().expect("bound");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                let mut line = String::new();
+                if tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let answer = match parse_v1(&line) {
+                    Some((src, dst)) => format!("{src} {dst}\n"),
+                    None => format!("bad header {line:?}\n"),
+                };
+                let _ = stream.get_mut().write_all(answer.as_bytes()).await;
+                let (mut read, mut write) = tokio::io::split(stream);
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// `PROXY TCP4 <src> <dst> <sport> <dport>\r\n` → (src, dst).
+fn parse_v1(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let fields: Vec<&str> = line.strip_suffix("\r\n")?.split(' ').collect();
+    let ["PROXY", "TCP4", src, dst, sport, dport] = fields.as_slice() else {
+        return None;
+    };
+    let src = SocketAddr::new(src.parse().ok()?, sport.parse().ok()?);
+    let dst = SocketAddr::new(dst.parse().ok()?, dport.parse().ok()?);
+    Some((src, dst))
+}
+
+#[tokio::test]
+async fn proxy_proto_ports_send_a_v1_header_first() -> anyhow::Result<()> {
+    let (machine, _task) = proxy_proto_machine().await;
+    let public_port = 20_000 + rand::random::<u16>() % 40_000;
+    let mut pp = record("m-pp", "pp", machine, MachineState::Started);
+    pp.services[0].ports = vec![MachinePort {
+        port: Some(public_port),
+        handlers: vec!["proxy_proto".to_owned()],
+        force_https: None,
+    }];
+    let listen_ip: IpAddr = random_loopback();
+    let _harness = HarnessBuilder::new()
+        .record(pp)
+        .config(move |cfg| cfg.tcp_listen_ip = Some(listen_ip))
+        .start()
+        .await?;
+    let public = SocketAddr::new(listen_ip, public_port);
+
+    let client = connect_when_listening(public).await?;
+    let client_addr = client.local_addr()?;
+    let mut client = tokio::io::BufReader::new(client);
+    let mut line = String::new();
+    tokio::time::timeout(
+        DEADLINE,
+        tokio::io::AsyncBufReadExt::read_line(&mut client, &mut line),
+    )
+    .await
+    .context("no answer to the proxy protocol header")??;
+    assert_eq!(line, format!("{client_addr} {public}\n"));
+    // Then the bytes flow as usual.
+    client.get_mut().write_all(b"ping\n").await?;
+    let mut echoed = [0; 5];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
+        .await
+        .context("no echo")??;
+    assert_eq!(&echoed, b"ping\n");
+    Ok(())
+}

@@ -4,8 +4,9 @@
 //! packet for the one-way delay between the two cities, delivering anycast addresses to the
 //! nearest live owner, and injecting faults (down, partition, loss).
 //!
-//! It must not depend on other godwit crates: the `godwit dev` CLI and the e2e tests drive it,
-//! and it knows nothing of agents, proxies or NATS. Needs root, `/dev/net/tun` and `ip`
+//! It must not depend on other godwit crates: the `godwit dev` CLI and the e2e tests drive it.
+//! Only [`world`] knows of Godwit's daemons, and only as the `godwit` binary and its flags: it
+//! runs a whole multi-region Godwit (nats-servers, API, agents, proxies) in the testbed. Needs root, `/dev/net/tun` and `ip`
 //! (iproute2).
 //!
 //! ```no_run
@@ -28,6 +29,7 @@ mod netns;
 mod router;
 mod testbed;
 mod tun;
+pub mod world;
 
 pub use latency::{DelayTable, ParseTableError, Region, SAME_CITY_ONE_WAY};
 pub use netns::{IpError, NETNS_DIR, SweepError, sweep};

@@ -15,3 +15,4 @@ mod harness;
 mod leftovers;
 mod proxy;
 mod update;
+mod world;

@@ -31,6 +31,9 @@ pub(crate) struct ProxyArgs {
     /// Region of this proxy (its machines come first)
     #[arg(long, default_value = "local")]
     region: String,
+    /// Serve Prometheus metrics at `http://<ADDR>/metrics`
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Every region of the cluster (comma-separated); with more than one, machines are read
     /// from each region's bucket, mirrored into this region's NATS server
     #[arg(long, value_delimiter = ',')]
@@ -76,6 +79,7 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         cfg.http_port = args.http_port;
         cfg.https_port = args.https_port;
         cfg.tls = args.cert.zip(args.key);
+        cfg.metrics_listen = args.metrics_listen;
         if let Some(idle) = args.autostop_idle {
             cfg.autostop_idle = idle;
             cfg.autostop_interval = cfg.autostop_interval.min(idle);

@@ -3,24 +3,25 @@
 //! reloaded on every change (no restart). [`CertStore`] picks the certificate of a TLS
 //! handshake by SNI, answers TLS-ALPN-01 handshakes (ALPN `acme-tls/1`) and HTTP-01 requests
 //! (`/.well-known/acme-challenge/<token>`), and tells which app a custom hostname routes to.
+//! A challenge asked for before the `godwit_acme` replica has it is read from the bucket
+//! directly (see `lookup`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use godwit_state::{Change, Replica};
+use godwit_state::{Bucket, Change, Replica};
 use godwit_types::{AcmeChallengeKind, AcmeChallengeRecord, CertRecord};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::ProxyBody;
-
 mod keys;
+mod lookup;
 mod tls;
 
-pub(crate) use tls::tls_acceptor;
+pub(crate) use tls::{accept as tls_accept, tls_config};
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -34,6 +35,9 @@ pub const ACME_HTTP_PREFIX: &str = "/.well-known/acme-challenge/";
 #[derive(Clone, Default)]
 pub struct CertStore {
     inner: Arc<RwLock<Tables>>,
+    /// The `godwit_acme` bucket, read directly for a challenge the replica does not hold yet
+    /// (the API tells the ACME server as soon as its put is acknowledged).
+    challenges: Option<Bucket<AcmeChallengeRecord>>,
 }
 
 #[derive(Default)]
@@ -61,13 +65,19 @@ struct HostCert {
 
 impl CertStore {
     /// A store following both replicas until `cancel` fires: what they hold now, then every
-    /// change. Records that do not parse are logged and left out.
+    /// change. Records that do not parse are logged and left out. `challenge_bucket` is the
+    /// bucket `challenges` replicates: a challenge asked for before the replica has it is read
+    /// from there directly.
     pub fn follow(
         certs: Replica<CertRecord>,
         challenges: Replica<AcmeChallengeRecord>,
+        challenge_bucket: Bucket<AcmeChallengeRecord>,
         cancel: CancellationToken,
     ) -> Self {
-        let store = CertStore::default();
+        let store = CertStore {
+            inner: Arc::default(),
+            challenges: Some(challenge_bucket),
+        };
         let cert_ops = Ops {
             put: Tables::put_cert,
             del: Tables::del_cert,
@@ -97,20 +107,6 @@ impl CertStore {
     /// The key authorization for HTTP-01 `token`, while its challenge is open.
     pub fn http01_answer(&self, token: &str) -> Option<String> {
         self.read().http01.get(token).cloned()
-    }
-
-    /// The answer to an HTTP-01 validation request for `path`, when it asks for the token of
-    /// an open challenge. Other `/.well-known/acme-challenge/` paths go to the app as usual.
-    pub(crate) fn http01_response(&self, path: &str) -> Option<http::Response<ProxyBody>> {
-        let token = path.strip_prefix(ACME_HTTP_PREFIX)?;
-        let answer = self.http01_answer(token)?;
-        tracing::debug!(token, "answering an http-01 challenge");
-        let mut response = http::Response::new(ProxyBody::full(bytes::Bytes::from(answer)));
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/octet-stream"),
-        );
-        Some(response)
     }
 
     pub(crate) fn set_default(&self, key: Arc<CertifiedKey>) {
@@ -149,6 +145,10 @@ impl fmt::Debug for CertStore {
             .field("default", &tables.default.is_some())
             .field("hosts", &tables.hosts.keys().collect::<Vec<_>>())
             .field("challenges", &tables.challenge_keys.len())
+            .field(
+                "challenge_bucket",
+                &self.challenges.as_ref().map(Bucket::name),
+            )
             .finish()
     }
 }

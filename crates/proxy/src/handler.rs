@@ -87,7 +87,9 @@ impl Proxy {
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
         let certs = self.cfg.certs.as_ref();
-        if let Some(answer) = certs.and_then(|c| c.http01_response(request.uri().path())) {
+        if let Some(certs) = certs
+            && let Some(answer) = certs.http01_response(request.uri().path()).await
+        {
             return answer;
         }
         let host = headers::host_of(request.uri(), request.headers(), conn).unwrap_or_default();

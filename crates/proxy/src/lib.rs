@@ -58,7 +58,7 @@ pub async fn serve(
     starter: Arc<dyn Starter>,
     cancel: CancellationToken,
 ) -> Result<(), ProxyError> {
-    let tls = listen::tls_acceptor(&cfg, cfg.https_listen.is_some())?;
+    let tls = listen::tls_config(&cfg, cfg.https_listen.is_some())?;
     wait_ready(&cfg, &machines).await?;
     let http = listen::bind(cfg.http_listen).await?;
     let https = match cfg.https_listen {
@@ -88,7 +88,7 @@ pub async fn serve_with(
     starter: Arc<dyn Starter>,
     cancel: CancellationToken,
 ) -> Result<(), ProxyError> {
-    let tls = listen::tls_acceptor(&cfg, listeners.https.is_some())?;
+    let tls = listen::tls_config(&cfg, listeners.https.is_some())?;
     wait_ready(&cfg, &machines).await?;
     let metrics = bind_metrics(&cfg).await?;
     run(cfg, listeners, metrics, tls, machines, starter, cancel).await;
@@ -119,7 +119,7 @@ async fn run(
     cfg: ProxyConfig,
     listeners: Listeners,
     metrics_listener: Option<TcpListener>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     machines: Replica<MachineRecord>,
     starter: Arc<dyn Starter>,
     cancel: CancellationToken,

@@ -9,12 +9,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::ProxyError;
-pub(crate) use crate::certs::tls_acceptor;
+use crate::certs::tls_accept;
+pub(crate) use crate::certs::tls_config;
 use crate::handler::{Conn, Proxy};
 
 /// How long a client may take to finish its TLS handshake.
@@ -32,7 +33,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
 pub(crate) async fn run(
     proxy: Arc<Proxy>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
     public_port: u16,
     cancel: CancellationToken,
 ) {
@@ -62,7 +63,7 @@ pub(crate) async fn run(
         let tls = tls.clone();
         connections.spawn(async move {
             let mut conn = Conn::new(peer, tls.is_some(), public_port);
-            let Some(acceptor) = tls else {
+            let Some(config) = tls else {
                 let service = service(proxy, conn);
                 let connection =
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -71,18 +72,18 @@ pub(crate) async fn run(
                 }
                 return;
             };
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, %peer, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "tls handshake timed out");
-                        return;
-                    }
-                };
+            let handshake = tls_accept(config, proxy.cfg.certs.as_ref(), stream);
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %peer, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "tls handshake timed out");
+                    return;
+                }
+            };
             conn.sni = stream.get_ref().1.server_name().map(str::to_owned);
             let service = service(proxy, conn);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -50,6 +50,7 @@ async fn acme_issues_by_http01_and_tls_alpn01_and_the_proxy_serves_it() -> anyho
     let store = CertStore::follow(
         certs.replica().await?,
         challenges.replica().await?,
+        challenges.clone(),
         cancel.clone(),
     );
     let mut cfg = ProxyConfig::new(http_addr, "apps.godwit.test", "ams");

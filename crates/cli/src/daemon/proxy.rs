@@ -104,16 +104,19 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             .replica_until(cancel.child_token())
             .await
             .with_context(|| format!("follow the {CERTS_BUCKET} bucket"))?;
-        let challenges = state
+        // A challenge the replica does not have yet is read from the bucket directly.
+        let challenge_bucket = state
             .bucket::<AcmeChallengeRecord>(ACME_BUCKET)
             .await
-            .with_context(|| format!("open the {ACME_BUCKET} bucket"))?
+            .with_context(|| format!("open the {ACME_BUCKET} bucket"))?;
+        let challenges = challenge_bucket
             .replica_until(cancel.child_token())
             .await
             .with_context(|| format!("follow the {ACME_BUCKET} bucket"))?;
         cfg.certs = Some(godwit_proxy::CertStore::follow(
             certs,
             challenges,
+            challenge_bucket,
             cancel.child_token(),
         ));
         let starter = Arc::new(godwit_proxy::ApiStarter::new(&args.api_url, &token));

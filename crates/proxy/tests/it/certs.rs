@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{Backend, DOMAIN, Harness, HarnessBuilder, record, wait_until};
 
+mod early;
 mod handshake;
 
 use handshake::handshake;
@@ -71,6 +72,12 @@ struct CertHarness {
 
 impl CertHarness {
     async fn start() -> anyhow::Result<CertHarness> {
+        CertHarness::start_following(ACME_BUCKET).await
+    }
+
+    /// Like [`CertHarness::start`], but the store's challenge replica follows the bucket
+    /// `replicated` (the store still reads `godwit_acme` directly on a miss).
+    async fn start_following(replicated: &str) -> anyhow::Result<CertHarness> {
         let dir = tempfile::tempdir()?;
         let ca = TestCa::must_new(dir.path());
         let (chain, key, default_leaf) = ca.must_issue(&format!("*.{DOMAIN}"));
@@ -83,9 +90,15 @@ impl CertHarness {
         let certs = client.bucket::<CertRecord>(CERTS_BUCKET).await?;
         let challenges = client.bucket::<AcmeChallengeRecord>(ACME_BUCKET).await?;
         let cancel = CancellationToken::new();
+        let replica = client
+            .bucket::<AcmeChallengeRecord>(replicated)
+            .await?
+            .replica()
+            .await?;
         let store = CertStore::follow(
             certs.replica().await?,
-            challenges.replica().await?,
+            replica,
+            challenges.clone(),
             cancel.clone(),
         );
         let backend = Backend::start("shop-1").await;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{Env, ProcAgent, assert_no_leftovers, machine_id, must_http_get};
+use crate::support::{Env, ProcAgent, assert_no_leftovers, http_get, machine_id, route_to};
 
 async fn crash_at_every_step(op: &str) {
     let env = Env::new().await.unwrap();
@@ -53,7 +53,14 @@ async fn crash_at_every_step(op: &str) {
         match op {
             "create" | "start" => {
                 let m = c.must_reach_state(&id, "started").await;
-                let body = must_http_get(m["private_ip"].as_str().unwrap()).await;
+                let ip = m["private_ip"].as_str().unwrap();
+                let body = http_get(ip).await.unwrap_or_else(|e| {
+                    panic!(
+                        "{at}: {e}: {m}\nroute: {}{}",
+                        route_to(ip),
+                        env.diagnostics(&id)
+                    )
+                });
                 assert_eq!(body.trim(), "v1", "{at}");
             }
             "stop" => {
@@ -62,7 +69,14 @@ async fn crash_at_every_step(op: &str) {
             "update" => {
                 let m = c.must_reach_state(&id, "started").await;
                 assert_eq!(m["version"], 2, "{at}: {m}");
-                let body = must_http_get(m["private_ip"].as_str().unwrap()).await;
+                let ip = m["private_ip"].as_str().unwrap();
+                let body = http_get(ip).await.unwrap_or_else(|e| {
+                    panic!(
+                        "{at}: {e}: {m}\nroute: {}{}",
+                        route_to(ip),
+                        env.diagnostics(&id)
+                    )
+                });
                 assert_eq!(body.trim(), "v2", "{at}");
             }
             _ => c.must_be_gone(&id).await,

@@ -14,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 mod agents;
 mod host;
+mod net;
 
 pub(crate) use agents::{InProcAgent, ProcAgent};
 pub(crate) use host::assert_no_leftovers;
+pub(crate) use net::{MachineSubnet, route_to};
 
 pub(crate) const AGENT_BIN: &str = env!("CARGO_BIN_EXE_godwit-agent-test");
 
@@ -127,6 +129,8 @@ impl Drop for FakeApi {
 /// Everything one test's agent needs: data dir, image, NATS, fake API.
 pub(crate) struct Env {
     pub(crate) tmp: tempfile::TempDir,
+    /// The machine subnet of every agent of this test (see [`MachineSubnet`]).
+    pub(crate) subnet: MachineSubnet,
     pub(crate) data_dir: PathBuf,
     pub(crate) image: String,
     pub(crate) prefix: String,
@@ -135,7 +139,47 @@ pub(crate) struct Env {
     pub(crate) host_id: String,
 }
 
+#[allow(clippy::print_stderr)] // test-only: say where the kept files are
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::env::var_os("GODWIT_KEEP_TMP").is_some() {
+            eprintln!("GODWIT_KEEP_TMP: keeping {}", self.tmp.path().display());
+            self.tmp.disable_cleanup(true);
+        }
+    }
+}
+
 impl Env {
+    /// The agent logs (`agent-<n>.log`), the machine's log, `exit.json` and `shim.log`, for a
+    /// failure message.
+    pub(crate) fn diagnostics(&self, id: &str) -> String {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.tmp.path())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|ext| ext == "log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let machine = self.data_dir.join("machines").join(id);
+        files.extend([
+            machine.join("logs").join("machine.log"),
+            machine.join("exit.json"),
+            machine.join("shim.log"),
+        ]);
+        let mut text = String::new();
+        for file in files {
+            let body = std::fs::read_to_string(&file).unwrap_or_else(|e| format!("({e})"));
+            let tail: Vec<&str> = body.lines().rev().take(60).collect();
+            text.push_str(&format!("\n--- {} ---\n", file.display()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
     pub(crate) async fn new() -> anyhow::Result<Self> {
         let tmp = tempfile::tempdir()?;
         let image = busybox_image(tmp.path())?;
@@ -145,6 +189,7 @@ impl Env {
             data_dir: tmp.path().join("agent"),
             image,
             prefix: unique(6),
+            subnet: MachineSubnet::reserve()?,
             nats,
             api,
             host_id: unique(10),
@@ -153,8 +198,6 @@ impl Env {
     }
 
     pub(crate) fn config(&self) -> AgentConfig {
-        let a = rand::random::<u8>() % 50;
-        let b = rand::random::<u8>();
         AgentConfig {
             regions: Vec::new(),
             data_dir: self.data_dir.clone(),
@@ -166,7 +209,7 @@ impl Env {
             advertise_url: String::new(),
             cpus: 8,
             memory_mb: 8192,
-            subnet: format!("10.{}.{b}.0/24", 200 + a),
+            subnet: self.subnet.cidr.clone(),
             runc: PathBuf::from("runc"),
             name_prefix: self.prefix.clone(),
             shim: vec![AGENT_BIN.into(), "shim".into()],
@@ -306,6 +349,11 @@ impl Client {
 
 /// GETs http://ip:8080/ until it answers 200, returning the body.
 pub(crate) async fn must_http_get(ip: &str) -> String {
+    http_get(ip).await.unwrap()
+}
+
+/// GETs http://ip:8080/ until it answers 200 (30 s at most), returning the body.
+pub(crate) async fn http_get(ip: &str) -> anyhow::Result<String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()
@@ -324,5 +372,4 @@ pub(crate) async fn must_http_get(ip: &str) -> String {
         },
     )
     .await
-    .unwrap()
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
@@ -27,6 +28,8 @@ pub(crate) struct Wakers {
     timeout: Duration,
     metrics: Arc<Metrics>,
     machines: Mutex<HashMap<String, Wake>>,
+    /// How many entries of `machines` are `Awake`: lets `caught_up` skip the lock.
+    awake: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,7 @@ impl Wakers {
             timeout,
             metrics,
             machines: Mutex::new(HashMap::new()),
+            awake: AtomicUsize::new(0),
         }
     }
 
@@ -62,6 +66,15 @@ impl Wakers {
         let mut machines = self.lock();
         if matches!(machines.get(machine_id), Some(Wake::Awake(_))) {
             machines.remove(machine_id);
+            self.awake.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The replica says `machine_id` is started: the wake entry is no longer needed, and
+    /// keeping it would hide a stop. Cheap when nothing is awake (the usual case).
+    pub(crate) fn caught_up(&self, machine_id: &str) {
+        if self.awake.load(Ordering::Relaxed) != 0 {
+            self.forget(machine_id);
         }
     }
 
@@ -88,7 +101,10 @@ impl Wakers {
             return outcome.clone();
         }
         let (tx, rx) = watch::channel(None);
-        machines.insert(target.machine_id.clone(), Wake::Starting(rx.clone()));
+        let old = machines.insert(target.machine_id.clone(), Wake::Starting(rx.clone()));
+        if matches!(old, Some(Wake::Awake(_))) {
+            self.awake.fetch_sub(1, Ordering::Relaxed);
+        }
         drop(machines);
         self.metrics.autostart(app);
         let wakers = Arc::clone(self);
@@ -101,11 +117,16 @@ impl Wakers {
                 match &result {
                     Ok(()) => {
                         tracing::info!("machine started on demand");
-                        machines.insert(machine_id, Wake::Awake(Instant::now()));
+                        let old = machines.insert(machine_id, Wake::Awake(Instant::now()));
+                        if !matches!(old, Some(Wake::Awake(_))) {
+                            wakers.awake.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "autostart failed");
-                        machines.remove(&machine_id);
+                        if let Some(Wake::Awake(_)) = machines.remove(&machine_id) {
+                            wakers.awake.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 drop(machines);

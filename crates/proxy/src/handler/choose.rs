@@ -160,9 +160,14 @@ impl Proxy {
             && (tried.is_empty() || !tried.contains(&target.machine_id))
     }
 
-    /// Started, or started by this proxy before the replica caught up.
+    /// Started, or started by this proxy before the replica caught up. Once the replica
+    /// says started, the wake entry has done its job: forget it, so a later stop shows.
     fn is_ready(&self, target: &Target) -> bool {
-        target.state == MachineState::Started || self.wakers.is_awake(&target.machine_id)
+        if target.state == MachineState::Started {
+            self.wakers.caught_up(&target.machine_id);
+            return true;
+        }
+        self.wakers.is_awake(&target.machine_id)
     }
 
     /// A stopped machine with autostart on, in this region if there is one.

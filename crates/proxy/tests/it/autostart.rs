@@ -199,3 +199,53 @@ async fn over_the_soft_limit_a_stopped_machine_starts_in_the_background() -> any
     assert_eq!(starter.starts.load(Ordering::SeqCst), 1);
     Ok(())
 }
+
+/// Publishes a started record for a new app and waits until the proxy routes to it: the
+/// replica applies changes in order, so every earlier change has then reached the proxy.
+async fn sync_replica(harness: &crate::support::Harness, name: &str) -> anyhow::Result<Backend> {
+    let backend = Backend::start(name).await;
+    let record = record(name, name, backend.addr, MachineState::Started);
+    harness
+        .bucket
+        .put(&godwit_state::key_for(name), &record)
+        .await?;
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
+    while harness.get(name, "/").await?.status != 200 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy never routed {name}"
+        );
+    }
+    Ok(backend)
+}
+
+#[tokio::test]
+async fn a_machine_stopped_soon_after_an_autostart_is_started_again() -> anyhow::Result<()> {
+    let starter = Arc::new(BackendStarter::default());
+    let addr = dead_addr().await;
+    starter.add("m-flappy", addr);
+    let harness = HarnessBuilder::new()
+        .record(record("m-flappy", "flappy", addr, MachineState::Stopped))
+        .starter(Arc::clone(&starter) as Arc<dyn Starter>)
+        .start()
+        .await?;
+    *starter.bucket.lock().expect("lock") = Some(harness.bucket.clone());
+
+    assert_eq!(harness.get("flappy", "/").await?.served_by(), "m-flappy");
+    assert_eq!(starter.starts.load(Ordering::SeqCst), 1);
+    // The replica catches up with the start, and a request sees it started.
+    let _first = sync_replica(&harness, "sync-started").await?;
+    assert_eq!(harness.get("flappy", "/").await?.served_by(), "m-flappy");
+    // Stopped through the API well within a few seconds of the autostart.
+    starter
+        .stop("flappy", "m-flappy")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let _second = sync_replica(&harness, "sync-stopped").await?;
+    // The replica says stopped: the next request starts it again.
+    let reply = harness.get("flappy", "/").await?;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.served_by(), "m-flappy");
+    assert_eq!(starter.starts.load(Ordering::SeqCst), 2);
+    Ok(())
+}

@@ -26,6 +26,23 @@ impl OciRuntime {
         self.teardown_network(&spec.id).await?;
         let net = &spec.network;
         let host_cidr = format!("{}/{}", net.host_ip, net.prefix_len);
+        // Our own veth is gone now: any address left in this subnet belongs to another
+        // interface, and the kernel would route the machine's traffic there instead.
+        let taken = checked(
+            OsStr::new("ip"),
+            ["-o", "-4", "addr", "show", "to", host_cidr.as_str()],
+        )
+        .await?;
+        if let Some(line) = String::from_utf8_lossy(&taken).lines().next() {
+            let dev = line.split_whitespace().nth(1).unwrap_or("?");
+            return Err(RuntimeError::InvalidSpec {
+                id: spec.id.clone(),
+                reason: format!(
+                    "subnet {host_cidr} is already in use on {dev}; give the machine a free \
+                     subnet (or remove what holds it)"
+                ),
+            });
+        }
         let guest_cidr = format!("{}/{}", net.guest_ip, net.prefix_len);
         let host_ip = net.host_ip.to_string();
         let steps: [&[&str]; 8] = [

@@ -120,3 +120,29 @@ async fn destroy_after_prepare_only() {
         "the image layer is untouched"
     );
 }
+
+#[tokio::test]
+async fn a_subnet_already_in_use_is_refused_by_name() {
+    let host = Host::new();
+    let (first, second) = (new_id(), new_id());
+    let spec = host.spec(&first, &["true"]);
+    host.rt.prepare(&spec).await.expect("prepare");
+    let mut clash = host.spec(&second, &["true"]);
+    clash.network = spec.network.clone();
+    let error = host
+        .rt
+        .prepare(&clash)
+        .await
+        .expect_err("same subnet twice");
+    let text = error.to_string();
+    assert!(
+        text.contains("already in use") && text.contains(&host.veth(&first)),
+        "{text}"
+    );
+    // Preparing the first machine again is still fine (its own address does not count).
+    host.rt.prepare(&spec).await.expect("prepare again");
+    for id in [&first, &second] {
+        host.rt.destroy(id).await.expect("destroy");
+        assert_nothing_left(&host, id);
+    }
+}

@@ -1,6 +1,11 @@
 //! `godwit dev`: a whole Godwit cluster on this machine, for trying Godwit and for end-to-end
 //! tests.
 //!
+//! With `--regions`, `up` instead starts a multi-region world (`godwit_testbed::world`: a
+//! network namespace per host and for the control plane, joined by an emulated WAN) held by a
+//! detached `godwit dev world-daemon`; `user` runs a command as a user in a city and `fault`
+//! injects faults, both through the daemon's control socket ([`world`]).
+//!
 //! `up` starts `nats-server`, `godwit api`, one `godwit agent` and `godwit proxy` (TLS with a
 //! local CA, `https://<app>.<domain>`) as detached background processes on loopback
 //! (installing missing Debian packages first), `env` prints what the CLI needs, `status` shows what runs, and `down` destroys every machine through the API, stops
@@ -25,6 +30,7 @@ mod proxy;
 mod sweep;
 mod tls;
 mod up;
+mod world;
 
 pub(crate) use proxy::public_url_lines;
 
@@ -46,6 +52,14 @@ enum DevCmd {
     Status(DataDirArg),
     /// Destroy every machine, stop the daemons and remove everything they left behind
     Down(down::DownArgs),
+    /// Run a command as a user in a city of the multi-region world (`dev up --regions`), in a
+    /// network namespace with that city's delays to every region
+    User(world::UserArgs),
+    /// Faults in the multi-region world: hosts or regions down and up, partitions, packet loss
+    Fault(world::FaultArgs),
+    /// The long-lived process that holds a multi-region world (started by `dev up --regions`)
+    #[command(hide = true)]
+    WorldDaemon(world::DaemonArgs),
 }
 
 /// Where the dev cluster keeps its state.
@@ -77,6 +91,12 @@ struct Layout {
     tls_dir: PathBuf,
     /// The token the proxy starts and stops machines with (0600).
     proxy_token_file: PathBuf,
+    /// The multi-region world's data (its daemons' state and logs).
+    world_dir: PathBuf,
+    /// `world::WorldState`: the world daemon's pid and the world's prefix.
+    world_state_file: PathBuf,
+    /// The world daemon's control socket (0600).
+    world_socket: PathBuf,
 }
 
 /// What `up` decided and started; `down` and `status` read it.
@@ -139,16 +159,24 @@ const DAEMONS: [&str; 4] = ["nats", "api", "agent", "proxy"];
 
 /// Runs `godwit dev …`.
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    match args.cmd {
+        DevCmd::Up(up_args) => block_on(up::up(up_args)),
+        DevCmd::Env(dir) => env(&Layout::new(dir.data_dir)?),
+        DevCmd::Status(dir) => block_on(async { status(&Layout::new(dir.data_dir)?).await }),
+        DevCmd::Down(down_args) => block_on(down::down(down_args)),
+        DevCmd::User(user_args) => block_on(world::user(user_args)),
+        DevCmd::Fault(fault_args) => block_on(world::fault(fault_args)),
+        DevCmd::WorldDaemon(daemon_args) => world::run_daemon(daemon_args),
+    }
+}
+
+/// Runs a command's future on a fresh single-threaded runtime.
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("start the async runtime")?;
-    match args.cmd {
-        DevCmd::Up(up_args) => runtime.block_on(up::up(up_args)),
-        DevCmd::Env(dir) => env(&Layout::new(dir.data_dir)?),
-        DevCmd::Status(dir) => runtime.block_on(status(&Layout::new(dir.data_dir)?)),
-        DevCmd::Down(down_args) => runtime.block_on(down::down(down_args)),
-    }
+        .context("start the async runtime")?
+        .block_on(fut)
 }
 
 fn env(layout: &Layout) -> anyhow::Result<()> {
@@ -169,6 +197,9 @@ fn env(layout: &Layout) -> anyhow::Result<()> {
 }
 
 async fn status(layout: &Layout) -> anyhow::Result<()> {
+    if layout.world_state_file.exists() {
+        return world::status(layout).await;
+    }
     let Some(state) = layout.read_state()? else {
         say(format_args!(
             "no dev cluster in {} (run `godwit dev up`)",
@@ -277,6 +308,9 @@ impl Layout {
             env_file: dev_dir.join("env.json"),
             tls_dir: dev_dir.join("tls"),
             proxy_token_file: dev_dir.join("proxy-token"),
+            world_dir: dev_dir.join("world"),
+            world_state_file: dev_dir.join("world.json"),
+            world_socket: dev_dir.join("world.sock"),
             dev_dir,
             data_dir,
         })

@@ -6,8 +6,9 @@
 //!
 //! It must not depend on other godwit crates: the `godwit dev` CLI and the e2e tests drive it.
 //! Only [`world`] knows of Godwit's daemons, and only as the `godwit` binary and its flags: it
-//! runs a whole multi-region Godwit (nats-servers, API, agents, proxies) in the testbed. Needs root, `/dev/net/tun` and `ip`
-//! (iproute2).
+//! runs a whole multi-region Godwit (nats-servers, API, agents, proxies) in the testbed;
+//! [`cleanup`] sweeps what Godwit's agents leave behind (mounts, cgroups), for the world and
+//! for `godwit dev down`. Needs root, `/dev/net/tun` and `ip` (iproute2).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -24,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cleanup;
 pub mod latency;
 mod netns;
 mod router;
@@ -32,7 +34,7 @@ mod tun;
 pub mod world;
 
 pub use latency::{DelayTable, ParseTableError, Region, SAME_CITY_ONE_WAY};
-pub use netns::{IpError, NETNS_DIR, SweepError, sweep};
+pub use netns::{IpError, NETNS_DIR, SweepError, connect_in, sweep};
 pub use router::RouterStats;
 pub use testbed::{
     AnycastError, CreateError, DEVICE, DestroyError, ExecError, NodeError, NodeInfo, NodeSpec,

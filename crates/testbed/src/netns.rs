@@ -72,6 +72,27 @@ pub fn sweep(prefix: &str) -> Result<usize, SweepError> {
     Ok(deleted)
 }
 
+/// Connects to `addr` from inside the named netns (on a short-lived thread that entered it):
+/// the socket stays in that netns for its whole life, so a process in the root netns can
+/// relay to addresses only that netns reaches.
+pub fn connect_in(
+    netns: &str,
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    let ns_file = File::open(path(netns))?;
+    let thread = std::thread::Builder::new()
+        .name(format!("connect-{netns}"))
+        .spawn(move || {
+            setns(&ns_file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            drop(ns_file);
+            std::net::TcpStream::connect_timeout(&addr, timeout)
+        })?;
+    thread
+        .join()
+        .map_err(|_| io::Error::other("the thread connecting in the netns panicked"))?
+}
+
 /// Path of the named netns.
 pub(crate) fn path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)

@@ -25,6 +25,7 @@ mod nats;
 mod ready;
 mod start;
 
+pub use cleanup::host_tag;
 pub use errors::{ApiCallError, StopError, UserError, WorldError};
 
 use daemon::Daemon;
@@ -235,8 +236,9 @@ impl World {
     }
 
     /// Removes what a killed world with `prefix` and `data_dir` left: its namespaces and the
-    /// processes in them, its machines' namespaces, cgroups and mounts. Errors are logged.
-    pub fn sweep(prefix: &str, data_dir: &std::path::Path) {
+    /// processes in them, its machines' namespaces, cgroups and mounts. Returns (and logs)
+    /// what it could not remove.
+    pub fn sweep(prefix: &str, data_dir: &std::path::Path) -> Vec<StopError> {
         let mut errors = Vec::new();
         for n in 1..=MAX_HOSTS {
             cleanup::sweep_machine_netns(&cleanup::host_tag(prefix, n), &mut errors);
@@ -251,9 +253,10 @@ impl World {
             cleanup::remove_cgroups(&cleanup::host_tag(prefix, n), &mut errors);
         }
         cleanup::unmount_under(data_dir, &mut errors);
-        for error in errors {
+        for error in &errors {
             tracing::warn!(error = %error, "sweep left something behind");
         }
+        errors
     }
 
     fn api_addr(&self) -> SocketAddr {

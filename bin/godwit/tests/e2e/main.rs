@@ -16,3 +16,4 @@ mod leftovers;
 mod proxy;
 mod update;
 mod world;
+mod world_cli;

@@ -29,6 +29,14 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) async fn down(args: DownArgs) -> anyhow::Result<()> {
     let layout = Layout::new(args.dir.data_dir)?;
+    if layout.world_state_file.exists() {
+        super::world::down(&layout).await?;
+        if args.purge {
+            purge(&layout)?;
+            say(format_args!("deleted {}", layout.data_dir.display()));
+        }
+        return Ok(());
+    }
     let state = layout.read_state()?;
     let name_prefix = args
         .name_prefix
@@ -162,7 +170,7 @@ fn purge(layout: &Layout) -> anyhow::Result<()> {
         "refusing to delete {}: it has no dev/ directory, so it is not a dev cluster's",
         dir.display()
     );
-    let mounts = sweep::mounts_under(dir);
+    let mounts = godwit_testbed::cleanup::mounts_under(dir);
     anyhow::ensure!(
         mounts.is_empty(),
         "refusing to delete {}: still mounted under it: {}",

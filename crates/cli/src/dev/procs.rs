@@ -143,6 +143,18 @@ pub(super) async fn terminate(pid: u32, marker: &Path, grace: Duration) -> Ended
     Ended::Killed
 }
 
+/// Waits up to `timeout` for `pid` (if ours) to exit by itself (it was asked to), then
+/// [`terminate`]s it.
+pub(super) async fn terminate_after(pid: u32, marker: &Path, timeout: Duration) -> Ended {
+    if !is_ours(pid, marker) {
+        return Ended::NotRunning;
+    }
+    if wait_gone(pid, timeout).await {
+        return Ended::Terminated;
+    }
+    terminate(pid, marker, Duration::from_secs(10)).await
+}
+
 /// SIGKILLs `pid` and waits briefly for it to disappear.
 pub(super) async fn kill_now(pid: u32) {
     send(pid, Signal::SIGKILL);

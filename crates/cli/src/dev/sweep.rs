@@ -3,9 +3,9 @@
 //! data dir, network namespaces and veths with the cluster's name prefix, and its cgroups.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use godwit_runtime::{MachineRuntime, OciConfig, OciRuntime};
+use godwit_testbed::cleanup;
 
 use super::{Layout, procs};
 
@@ -14,6 +14,21 @@ use super::{Layout, procs};
 pub(super) struct SweepReport {
     pub(super) removed: Vec<String>,
     pub(super) failed: Vec<String>,
+}
+
+// === impl SweepReport ===
+
+impl SweepReport {
+    /// Adds what a [`cleanup`] step removed and could not.
+    pub(super) fn absorb(&mut self, swept: cleanup::Swept) {
+        self.removed.extend(swept.removed);
+        self.failed.extend(
+            swept
+                .failed
+                .iter()
+                .map(|e| format!("remove {}: {}", e.what, e.source)),
+        );
+    }
 }
 
 /// Sweeps everything of the cluster with `name_prefix` whose files live in `layout`.
@@ -32,7 +47,7 @@ pub(super) async fn sweep(layout: &Layout, name_prefix: &str, runc: &Path) -> Sw
     unmount_under(&layout.data_dir, &mut report);
     remove_netns(name_prefix, &mut report).await;
     remove_veths(name_prefix, &mut report).await;
-    remove_cgroups(name_prefix, &mut report).await;
+    remove_cgroups(name_prefix, &mut report);
     report
 }
 
@@ -82,48 +97,9 @@ async fn destroy_machines(
 
 /// Unmounts (lazily, deepest first) every mount point under `dir`.
 fn unmount_under(dir: &Path, report: &mut SweepReport) {
-    let mut points = mounts_under(dir);
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for point in points {
-        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) => report.removed.push(format!("mount {}", point.display())),
-            Err(error) => report
-                .failed
-                .push(format!("unmount {}: {error}", point.display())),
-        }
-    }
-}
-
-/// Mount points at or under `dir`, from /proc/self/mountinfo.
-pub(super) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(unescape_mount_path(point)))
-        .filter(|point| point.starts_with(dir))
-        .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mount_path(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(octal) = raw.get(i + 1..i + 4)
-            && let Ok(value) = u8::from_str_radix(octal, 8)
-        {
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let mut swept = cleanup::Swept::default();
+    cleanup::unmount_under(dir, &mut swept);
+    report.absorb(swept);
 }
 
 /// Network namespaces named `<prefix>-…`.
@@ -182,71 +158,11 @@ async fn remove_veths(name_prefix: &str, report: &mut SweepReport) {
     }
 }
 
-/// The cluster's cgroup parents: `<hierarchy>/<prefix>` under every mounted v1 controller, the
-/// v2 `unified` tree and a pure v2 root.
-pub(super) fn cgroup_dirs(name_prefix: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut dirs = vec![root.join(name_prefix)];
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for entry in entries.flatten() {
-            dirs.push(entry.path().join(name_prefix));
-        }
-    }
-    // Some controllers are symlinked aliases (`cpu` → `cpu,cpuacct`): keep each real dir once.
-    let mut dirs: Vec<PathBuf> = dirs
-        .into_iter()
-        .filter_map(|dir| std::fs::canonicalize(dir).ok())
-        .filter(|dir| dir.is_dir())
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
-}
-
-async fn remove_cgroups(name_prefix: &str, report: &mut SweepReport) {
-    for dir in cgroup_dirs(name_prefix) {
-        match remove_cgroup_tree(&dir).await {
-            Ok(()) => report.removed.push(format!("cgroup {}", dir.display())),
-            Err(error) => report
-                .failed
-                .push(format!("remove cgroup {}: {error}", dir.display())),
-        }
-    }
-}
-
-/// Kills the processes of a cgroup tree, then removes its directories, children first.
-async fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let children: Vec<PathBuf> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    for child in children {
-        Box::pin(remove_cgroup_tree(&child)).await?;
-    }
-    let procs_file = dir.join("cgroup.procs");
-    for pid in std::fs::read_to_string(&procs_file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.trim().parse::<u32>().ok())
-    {
-        procs::kill_now(pid).await;
-    }
-    // A cgroup whose last process just died can stay busy for a moment.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+/// The cluster's cgroups, their processes killed first.
+fn remove_cgroups(name_prefix: &str, report: &mut SweepReport) {
+    let mut swept = cleanup::Swept::default();
+    cleanup::remove_cgroups(name_prefix, &mut swept);
+    report.absorb(swept);
 }
 
 /// Runs `ip args`; its stdout on success.
@@ -266,13 +182,6 @@ async fn ip(args: &[&str]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path(r"/a\040b/c"), "/a b/c");
-        assert_eq!(unescape_mount_path(r"/plain"), "/plain");
-        assert_eq!(unescape_mount_path(r"/end\"), r"/end\");
-    }
 
     #[test]
     fn veth_names() {

@@ -44,6 +44,14 @@ pub(super) struct UpArgs {
     /// Seconds to wait for each daemon to become ready
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Start a multi-region world instead: every host in its own network namespace, joined by
+    /// a WAN with real city-to-city delays (region codes or cities, comma-separated; the first
+    /// also hosts the control plane)
+    #[arg(long, value_delimiter = ',', value_name = "REGIONS")]
+    regions: Vec<String>,
+    /// Hosts per region of a multi-region world
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    hosts_per_region: u32,
 }
 
 const DEFAULT_REGION: &str = "local";
@@ -52,6 +60,20 @@ const DEFAULT_SUBNET: &str = "172.30.0.0/16";
 
 pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let layout = Layout::new(args.dir.data_dir.clone())?;
+    if !args.regions.is_empty() {
+        let world = super::world::WorldOptions {
+            regions: args.regions,
+            hosts_per_region: args.hosts_per_region,
+            prefix: args.name_prefix,
+            no_install: args.no_install,
+        };
+        return super::world::up(&layout, world).await;
+    }
+    anyhow::ensure!(
+        !layout.world_state_file.exists(),
+        "a multi-region world runs in {}: stop it with `godwit dev down` first",
+        layout.data_dir.display()
+    );
     for dir in [&layout.logs_dir, &layout.nats_dir, &layout.agent_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }

@@ -1,22 +1,15 @@
 //! What the world's agents leave on the box when they cannot clean up themselves (killed, or
 //! their host cut off): machine namespaces and the processes in them, cgroups, and overlay
-//! mounts under the data dir.
+//! mounts under the data dir (the last two through [`crate::cleanup`]).
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use nix::mount::{MntFlags, umount2};
+use std::path::Path;
 
 use super::StopError;
-
-/// How long an emptied cgroup may stay busy (its processes still exiting).
-const CGROUP_GRACE: Duration = Duration::from_secs(5);
 
 /// The agent name prefix of host number `n` (1-based, at most 99) of the world `prefix`:
 /// `w` + 3 base-36 digits of a hash of the prefix + `n`, so that at most 6 characters, and
 /// the same for a rerun with the same prefix (which can then sweep a killed run's debris).
-pub(super) fn host_tag(prefix: &str, n: u32) -> String {
+pub fn host_tag(prefix: &str, n: u32) -> String {
     // FNV-1a: stable across runs and Rust versions, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in prefix.bytes() {
@@ -45,110 +38,18 @@ pub(super) fn sweep_machine_netns(tag: &str, errors: &mut Vec<StopError>) {
     }
 }
 
-/// Removes the cgroups runc made for agent name prefix `tag` (`<controller>/<tag>/<id>`),
-/// deepest first, retrying while their exiting processes keep them busy.
+/// Removes the cgroups runc made for agent name prefix `tag` (killing what is left in them).
 pub(super) fn remove_cgroups(tag: &str, errors: &mut Vec<StopError>) {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut tops = vec![root.join(tag)];
-    if let Ok(entries) = std::fs::read_dir(root) {
-        tops.extend(entries.flatten().map(|entry| entry.path().join(tag)));
-    }
-    // Some controllers are symlinked aliases (`cpu` → `cpu,cpuacct`): each real dir once.
-    let mut tops: Vec<PathBuf> = tops
-        .into_iter()
-        .filter_map(|dir| std::fs::canonicalize(dir).ok())
-        .filter(|dir| dir.is_dir())
-        .collect();
-    tops.sort();
-    tops.dedup();
-    for top in tops {
-        let mut dirs = Vec::new();
-        collect_dirs(&top, &mut dirs);
-        dirs.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
-        for dir in dirs {
-            if let Err(source) = rmdir_patiently(&dir) {
-                errors.push(StopError::Leftover {
-                    what: format!("cgroup {}", dir.display()),
-                    source,
-                });
-            }
-        }
-    }
+    let mut swept = crate::cleanup::Swept::default();
+    crate::cleanup::remove_cgroups(tag, &mut swept);
+    errors.extend(swept.failed.into_iter().map(StopError::Leftover));
 }
 
 /// Unmounts (lazily, deepest first) every mount point under `dir`.
 pub(super) fn unmount_under(dir: &Path, errors: &mut Vec<StopError>) {
-    let Ok(dir) = std::fs::canonicalize(dir) else {
-        return;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(unescape_mount_path(point)))
-        .filter(|point| point.starts_with(&dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points.dedup();
-    for point in points {
-        if let Err(errno) = umount2(&point, MntFlags::MNT_DETACH) {
-            errors.push(StopError::Leftover {
-                what: format!("mount {}", point.display()),
-                source: errno.into(),
-            });
-        }
-    }
-}
-
-/// `dir` and every directory below it.
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_owned());
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_dirs(&entry.path(), out);
-        }
-    }
-}
-
-/// `rmdir`, retried while the cgroup is busy; gone already is fine.
-fn rmdir_patiently(dir: &Path) -> io::Result<()> {
-    let deadline = Instant::now() + CGROUP_GRACE;
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                // Polling until the cgroup's last process has exited.
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mount_path(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(octal) = raw.get(i + 1..i + 4)
-            && let Ok(value) = u8::from_str_radix(octal, 8)
-        {
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let mut swept = crate::cleanup::Swept::default();
+    crate::cleanup::unmount_under(dir, &mut swept);
+    errors.extend(swept.failed.into_iter().map(StopError::Leftover));
 }
 
 #[cfg(test)]
@@ -168,11 +69,5 @@ mod tests {
         );
         assert_ne!(host_tag("gwe2ew", 1), host_tag("gwe2ew", 2));
         assert_ne!(host_tag("a", 1), host_tag("b", 1));
-    }
-
-    #[test]
-    fn mount_paths_unescape() {
-        assert_eq!(unescape_mount_path("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
     }
 }

@@ -80,12 +80,8 @@ pub enum StopError {
     Machines { app: String, detail: String },
     #[error("failed to heal the faults before cleaning up")]
     Heal(#[source] NodeError),
-    #[error("failed to remove {what}")]
-    Leftover {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Leftover(#[from] crate::cleanup::LeftoverError),
     #[error("failed to sweep the namespaces of {prefix}")]
     Sweep {
         prefix: String,

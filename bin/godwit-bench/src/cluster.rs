@@ -174,6 +174,8 @@ impl Cluster {
                         port: Some(80),
                         handlers: vec!["http".to_owned()],
                         force_https: None,
+                        proxy_proto_options: None,
+                        http_options: None,
                     }],
                     concurrency: None,
                     autostop: None,

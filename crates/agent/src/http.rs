@@ -46,6 +46,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         )
         .route(&format!("{machine}/start"), post(machines::start))
         .route(&format!("{machine}/stop"), post(machines::stop))
+        .route(&format!("{machine}/suspend"), post(machines::suspend))
         .route(&format!("{machine}/restart"), post(machines::restart))
         .route(&format!("{machine}/signal"), post(machines::signal))
         .route(&format!("{machine}/wait"), get(extra::wait))

@@ -1,7 +1,9 @@
 //! godwit-agent: the host agent (`godwit agent`). Owns this host's machines as durable state
-//! machines: every operation (create, start, stop, update, destroy) is a row in the agent's own
-//! SQLite database whose current step is persisted before it runs, so an agent killed at any
-//! step resumes or rolls back on restart and leaves nothing orphaned. It also registers the
+//! machines: every operation (create, start, stop, suspend, update, destroy) is a row in the
+//! agent's own SQLite database whose current step is persisted before it runs, so an agent
+//! killed at any step resumes or rolls back on restart and leaves nothing orphaned. A
+//! suspended machine is frozen (cgroup freezer) with its memory, rootfs and network kept; it
+//! has no exit monitor and no checks, and `start` resumes it. It also registers the
 //! host with the API, serves the agent HTTP API (contracts.md), watches machine exits and
 //! applies restart policies, runs the health checks of started machines, and publishes
 //! machine and host records to NATS key-value.

@@ -97,26 +97,38 @@ pub(crate) async fn recover(agent: &Arc<Agent>) {
         let id = row.id.as_str();
         let status = agent.runtime.status(id).await;
         let running = matches!(status, Ok(Status::Running { .. }));
+        let paused = matches!(status, Ok(Status::Paused { .. }));
         let result = match row.state {
             MachineState::Started => match status {
                 Ok(Status::Running { .. } | Status::Exited(_)) => {
                     spawn(agent, id);
                     Ok(())
                 }
+                // Frozen by something other than a suspend: started means running.
+                Ok(Status::Paused { .. }) => resume_again(agent, id).await,
                 _ => start_again(agent, id).await,
             },
             // No operation is in flight (they were all resumed), so a transitional state is
-            // left over from a failed write: settle it from what the runtime says.
+            // left over from a failed write: settle it from what the runtime says. A
+            // suspended machine whose process is gone (host reboot) is stopped.
             MachineState::Starting
             | MachineState::Stopping
             | MachineState::Updating
-            | MachineState::Restarting => {
+            | MachineState::Restarting
+            | MachineState::Suspending
+            | MachineState::Suspended => {
                 let state = if running {
                     MachineState::Started
+                } else if paused {
+                    MachineState::Suspended
                 } else {
                     MachineState::Stopped
                 };
-                let result = agent.set_state(id, state).map_err(OpError::from);
+                let result = if state == row.state {
+                    Ok(())
+                } else {
+                    agent.set_state(id, state).map_err(OpError::from)
+                };
                 if running {
                     spawn(agent, id);
                 }
@@ -132,6 +144,13 @@ pub(crate) async fn recover(agent: &Arc<Agent>) {
             warn!(machine_id = %id, error = %crate::ops::error_chain(&error), "failed to recover machine");
         }
     }
+}
+
+async fn resume_again(agent: &Arc<Agent>, id: &str) -> Result<(), OpError> {
+    info!(machine_id = %id, "machine should be started but is paused; resuming it");
+    agent.runtime.resume(id).await?;
+    spawn(agent, id);
+    Ok(())
 }
 
 async fn start_again(agent: &Arc<Agent>, id: &str) -> Result<(), OpError> {

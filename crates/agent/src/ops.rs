@@ -21,7 +21,7 @@ mod lifecycle;
 mod update;
 
 pub(crate) use create::CreatePayload;
-pub(crate) use lifecycle::StopPayload;
+pub(crate) use lifecycle::{StartPayload, StopPayload};
 pub(crate) use update::UpdatePayload;
 
 /// Every operation kind and its steps, in order.
@@ -29,6 +29,7 @@ pub const OP_STEPS: &[(&str, &[&str])] = &[
     ("create", create::STEPS),
     ("start", lifecycle::START_STEPS),
     ("stop", lifecycle::STOP_STEPS),
+    ("suspend", lifecycle::SUSPEND_STEPS),
     ("update", update::STEPS),
     ("destroy", lifecycle::DESTROY_STEPS),
 ];
@@ -41,6 +42,7 @@ pub(crate) enum OpKind {
     Create,
     Start,
     Stop,
+    Suspend,
     Update,
     Destroy,
 }
@@ -76,6 +78,7 @@ impl OpKind {
             Self::Create => "create",
             Self::Start => "start",
             Self::Stop => "stop",
+            Self::Suspend => "suspend",
             Self::Update => "update",
             Self::Destroy => "destroy",
         }
@@ -86,6 +89,7 @@ impl OpKind {
             Self::Create => create::STEPS,
             Self::Start => lifecycle::START_STEPS,
             Self::Stop => lifecycle::STOP_STEPS,
+            Self::Suspend => lifecycle::SUSPEND_STEPS,
             Self::Update => update::STEPS,
             Self::Destroy => lifecycle::DESTROY_STEPS,
         }
@@ -105,6 +109,7 @@ impl std::str::FromStr for OpKind {
             Self::Create,
             Self::Start,
             Self::Stop,
+            Self::Suspend,
             Self::Update,
             Self::Destroy,
         ]
@@ -142,7 +147,7 @@ async fn drive(agent: &Arc<Agent>, mut op: OpRow) -> Result<(), OpError> {
             let result = match op.kind {
                 OpKind::Create => create::step(agent, &op).await,
                 OpKind::Update => update::step(agent, &mut op).await,
-                OpKind::Start | OpKind::Stop | OpKind::Destroy => {
+                OpKind::Start | OpKind::Stop | OpKind::Suspend | OpKind::Destroy => {
                     lifecycle::step(agent, &op).await
                 }
             };
@@ -219,16 +224,14 @@ pub(crate) fn destroy_in_background(agent: &Arc<Agent>, id: &str) {
 }
 
 /// Marks the machine per what the runtime says after a failed operation: running machines are
-/// `started` (and watched), others get `otherwise`.
+/// `started` (and watched), paused ones `suspended`, others get `otherwise`.
 async fn settle(agent: &Arc<Agent>, id: &str, otherwise: MachineState) {
-    let running = matches!(
-        agent.runtime.status(id).await,
-        Ok(godwit_runtime::Status::Running { .. })
-    );
-    let state = if running {
-        MachineState::Started
-    } else {
-        otherwise
+    let status = agent.runtime.status(id).await;
+    let running = matches!(status, Ok(godwit_runtime::Status::Running { .. }));
+    let state = match status {
+        Ok(godwit_runtime::Status::Running { .. }) => MachineState::Started,
+        Ok(godwit_runtime::Status::Paused { .. }) => MachineState::Suspended,
+        _ => otherwise,
     };
     if let Err(error) = agent.set_state(id, state) {
         warn!(machine_id = %id, %error, "failed to record state after a failed operation");

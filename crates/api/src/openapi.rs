@@ -18,7 +18,7 @@ use crate::routes::{apps, certs, hosts, logs, machine_ops, machines, secrets};
         logs::app_logs, logs::machine_logs,
         machines::create_machine, machines::list_machines, machines::get_machine,
         machines::update_machine, machines::destroy_machine,
-        machine_ops::start, machine_ops::stop, machine_ops::restart, machine_ops::signal,
+        machine_ops::start, machine_ops::stop, machine_ops::suspend, machine_ops::restart, machine_ops::signal,
         machine_ops::wait, machine_ops::acquire_lease, machine_ops::get_lease,
         machine_ops::release_lease, machine_ops::cordon, machine_ops::uncordon,
         machine_ops::exec, machine_ops::events, machine_ops::get_metadata,

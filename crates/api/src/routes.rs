@@ -81,6 +81,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route(&format!("{machine}/start"), post(ops::start))
         .route(&format!("{machine}/stop"), post(ops::stop))
+        .route(&format!("{machine}/suspend"), post(ops::suspend))
         .route(&format!("{machine}/restart"), post(ops::restart))
         .route(&format!("{machine}/signal"), post(ops::signal))
         .route(&format!("{machine}/wait"), get(ops::wait))

@@ -326,17 +326,22 @@ fn concurrency(raw: Option<&raw::RawConcurrency>) -> Option<Concurrency> {
     })
 }
 
-fn http_ports(force_https: bool) -> Vec<MachinePort> {
+fn http_ports(force_https: bool, options: Option<&raw::RawHttpOptions>) -> Vec<MachinePort> {
+    let http_options = options.map(machines::http_options);
     vec![
         MachinePort {
             port: Some(80),
             handlers: vec!["http".into()],
             force_https: force_https.then_some(true),
+            proxy_proto_options: None,
+            http_options: http_options.clone(),
         },
         MachinePort {
             port: Some(443),
             handlers: vec!["tls".into(), "http".into()],
             force_https: None,
+            proxy_proto_options: None,
+            http_options,
         },
     ]
 }

@@ -138,10 +138,12 @@ pub(crate) enum MachineCmd {
     List(ReadArgs),
     /// Show one machine
     Status(MachineReadArgs),
-    /// Start stopped machines
+    /// Start stopped machines (resumes suspended ones)
     Start(MachineIdsArgs),
     /// Stop machines
     Stop(MachineStopArgs),
+    /// Suspend started machines: freeze them, memory kept; `start` resumes them
+    Suspend(MachineIdsArgs),
     /// Restart machines
     Restart(MachineStopArgs),
     /// Destroy machines

@@ -115,7 +115,12 @@ fn machine_commands() {
     assert!(d.force);
     let cli = parse(&["machine", "list", "--json"]);
     assert!(matches!(cli.cmd, Command::Machine(MachineCmd::List(l)) if l.json));
-    for cmd in ["start", "stop", "restart", "destroy"] {
+    let cli = parse(&["machine", "suspend", "m1", "m2"]);
+    let Command::Machine(MachineCmd::Suspend(s)) = cli.cmd else {
+        panic!("not suspend")
+    };
+    assert_eq!(s.ids, ["m1", "m2"]);
+    for cmd in ["start", "stop", "suspend", "restart", "destroy"] {
         assert!(must_reject(&["machine", cmd]).contains("required"), "{cmd}");
     }
 }

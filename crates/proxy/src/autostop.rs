@@ -1,5 +1,6 @@
-//! Autostop: machines with autostop on that had no request for a while are stopped, one per
-//! app per pass, down to the app's `min_machines_running`.
+//! Autostop: machines with autostop on that had no request for a while are stopped (or
+//! suspended, with `auto_stop_machines = "suspend"`; stopped if the suspend fails), one per
+//! app per pass, down to the app's `min_machines_running`. Autostart wakes either kind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Starter;
 use crate::handler::Proxy;
+use crate::routes::Target;
 
 /// How long a machine being stopped takes no new requests (the replica shows it stopped
 /// well before that).
@@ -37,7 +39,14 @@ async fn pass(proxy: &Proxy, starter: &dyn Starter) {
         let machines = routes.all();
         let running: Vec<_> = machines
             .iter()
-            .filter(|t| t.state == MachineState::Started && !t.cordoned)
+            // A machine already being stopped is not running any more, whatever the replica
+            // says yet: counting it could stop one machine too many, and picking it again
+            // would ask for the same stop twice.
+            .filter(|t| {
+                t.state == MachineState::Started
+                    && !t.cordoned
+                    && !proxy.loads.is_draining(&t.machine_id)
+            })
             .collect();
         let min_running = machines.iter().map(|t| t.min_running).max().unwrap_or(0);
         let Ok(running_count) = u32::try_from(running.len()) else {
@@ -47,7 +56,9 @@ async fn pass(proxy: &Proxy, starter: &dyn Starter) {
             continue;
         }
         let idle = running.iter().find(|t| {
+            // Another host's machine: its worker sees every request to it and stops it.
             t.autostop
+                && proxy.is_local(t)
                 && proxy
                     .loads
                     .idle_for(&t.machine_id)
@@ -58,9 +69,10 @@ async fn pass(proxy: &Proxy, starter: &dyn Starter) {
             continue;
         }
         proxy.wakers.forget(&idle.machine_id);
-        match starter.stop(&app, &idle.machine_id).await {
-            Ok(()) => {
-                tracing::info!(app = %app, machine_id = %idle.machine_id, "stopped idle machine");
+        proxy.upgrades.close_for(&idle.machine_id).await;
+        match park(starter, &app, idle).await {
+            Ok(how) => {
+                tracing::info!(app = %app, machine_id = %idle.machine_id, "{how} idle machine");
             }
             Err(error) => {
                 tracing::warn!(app = %app, machine_id = %idle.machine_id, %error, "autostop failed");
@@ -68,4 +80,21 @@ async fn pass(proxy: &Proxy, starter: &dyn Starter) {
             }
         }
     }
+}
+
+/// Suspends `target` if its autostop mode says so, stopping it when the suspend fails; else
+/// stops it. Says which it did.
+async fn park(starter: &dyn Starter, app: &str, target: &Target) -> Result<&'static str, String> {
+    if target.suspend {
+        match starter.suspend(app, &target.machine_id).await {
+            Ok(()) => return Ok("suspended"),
+            Err(error) => {
+                tracing::warn!(app = %app, machine_id = %target.machine_id, %error, "suspend failed; stopping instead");
+            }
+        }
+    }
+    starter
+        .stop(app, &target.machine_id)
+        .await
+        .map(|()| "stopped")
 }

@@ -1,6 +1,7 @@
-//! Load per machine (requests in flight) and the choice of a machine: nearest region first,
-//! least loaded below the soft limit, above it only when every machine is, never above the
-//! hard limit; ties are broken at random.
+//! Load per machine (requests in flight, and the workers' hints) and the choice of a
+//! machine: nearest region (measured) first, least loaded below the soft limit; at the soft
+//! limit stay in that region unless latency shedding allows a region with room; never above
+//! the hard limit; ties are broken at random.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use rand::Rng as _;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
+use crate::backhaul::{Closeness, Rank};
 use crate::routes::{Health, Target};
 
 /// In-flight requests per machine, shared by every listener of one proxy.
@@ -48,7 +50,12 @@ struct MachineLoad {
     last_active: Instant,
     /// Being stopped by autostop: takes no new requests until then.
     draining_until: Option<Instant>,
+    /// The worker's last word on the machine's load (all edges), and when it came.
+    hint: Option<(u32, Instant)>,
 }
+
+/// How long a worker's load hint counts.
+const HINT_TTL: Duration = Duration::from_secs(1);
 
 // === impl Loads ===
 
@@ -57,50 +64,85 @@ impl Loads {
     /// assumed able to serve), or returns `None` when every one is at its hard limit or
     /// draining. Machines whose service checks have not passed yet are used only when no
     /// passing machine is a candidate.
+    ///
+    /// The nearest region (by `closeness`) with a machine below its hard limit takes the
+    /// request, its least loaded machine below the soft limit; when all of them are at the
+    /// soft limit, a region at most `shed_budget` farther with room takes it instead, else
+    /// the nearest region's least loaded one does.
     pub(crate) fn acquire(
         self: &Arc<Self>,
         candidates: &[Arc<Target>],
         allow: impl Fn(&Target) -> bool,
-        local_region: &str,
+        closeness: &Closeness,
+        shed_budget: Option<Duration>,
     ) -> Option<Acquired> {
         let now = Instant::now();
-        let mut machines = self.lock();
         let any_passing = candidates
             .iter()
             .any(|t| t.health == Health::Passing && allow(t));
-        let mut best: Option<(&Arc<Target>, bool)> = None;
-        let mut best_key = None;
-        let mut ties = 0_u32;
-        for target in candidates {
-            if target.health == Health::Critical
-                || (any_passing && target.health != Health::Passing)
-                || !allow(target)
-            {
-                continue;
-            }
+        let ranked: Vec<(&Arc<Target>, Rank)> = candidates
+            .iter()
+            .filter(|t| {
+                t.health != Health::Critical
+                    && (!any_passing || t.health == Health::Passing)
+                    && allow(t)
+            })
+            .map(|t| (t, closeness.rank(&t.region)))
+            .collect();
+        let mut machines = self.lock();
+        let mut eligible = Vec::with_capacity(ranked.len());
+        for (target, rank) in ranked {
             let load = machines.get(target.machine_id.as_str());
             if load.is_some_and(|l| l.draining(now)) {
                 continue;
             }
-            let in_flight = load.map_or(0, |l| l.in_flight);
-            if target.hard_limit.is_some_and(|hard| in_flight >= hard) {
+            let own = load.map_or(0, |l| l.in_flight);
+            if target.hard_limit.is_some_and(|hard| own >= hard) {
                 continue;
             }
-            let over_soft = in_flight >= target.soft_limit;
-            let key = (*target.region != *local_region, over_soft, in_flight);
+            let load = load.map_or(0, |l| l.load(now));
+            let over_soft = load >= target.soft_limit;
+            eligible.push((target, rank, load, over_soft));
+        }
+        let nearest = eligible.iter().map(|(_, rank, ..)| rank).min()?.clone();
+        let room_near = eligible
+            .iter()
+            .any(|(_, rank, _, over)| *rank == nearest && !over);
+        let spill_limit = match (room_near, shed_budget, nearest.rtt()) {
+            (false, Some(budget), Some(base)) => Some(base + budget),
+            _ => None,
+        }
+        .filter(|limit| {
+            eligible
+                .iter()
+                .any(|(_, rank, _, over)| !over && rank.rtt().is_some_and(|rtt| rtt <= *limit))
+        });
+        let wanted = |rank: &Rank, over: bool| match spill_limit {
+            _ if room_near => *rank == nearest && !over,
+            Some(limit) => !over && rank.rtt().is_some_and(|rtt| rtt <= limit),
+            None => *rank == nearest,
+        };
+        let mut best: Option<(&Arc<Target>, bool)> = None;
+        let mut best_key = None;
+        let mut ties = 0_u32;
+        for (target, rank, load, over_soft) in &eligible {
+            if !wanted(rank, *over_soft) {
+                continue;
+            }
+            let key = (rank, *load);
             match best_key {
                 Some(current) if key > current => {}
                 Some(current) if key == current => {
                     // Reservoir sampling: each tie ends up chosen with equal chance.
                     ties += 1;
                     if rand::rng().random_range(0..ties) == 0 {
-                        best = Some((target, over_soft));
+                        best = Some((target, *over_soft));
                     }
                 }
                 _ => {
                     best_key = Some(key);
                     ties = 1;
-                    best = Some((target, over_soft));
+                    best = Some((target, *over_soft));
                 }
             }
         }
@@ -128,6 +170,22 @@ impl Loads {
         })
     }
 
+    /// A worker said `machine_id` had `in_flight` requests (all edges together): counts as
+    /// its load for [`HINT_TTL`] when above this proxy's own count.
+    pub(crate) fn hint(&self, machine_id: &str, in_flight: u32) {
+        let now = Instant::now();
+        let mut machines = self.lock();
+        let load = machines
+            .entry(machine_id.to_owned())
+            .or_insert_with(|| MachineLoad::new(now));
+        load.hint = Some((in_flight, now));
+    }
+
+    /// Requests in flight on `machine_id` through this proxy.
+    pub(crate) fn load_of(&self, machine_id: &str) -> u32 {
+        self.lock().get(machine_id).map_or(0, |l| l.in_flight)
+    }
+
     /// How long `machine_id` has had no request in flight; `None` while it has one. A
     /// machine never seen before counts as active now.
     pub(crate) fn idle_for(&self, machine_id: &str) -> Option<Duration> {
@@ -137,6 +195,15 @@ impl Loads {
             .entry(machine_id.to_owned())
             .or_insert_with(|| MachineLoad::new(now));
         (load.in_flight == 0).then(|| now.saturating_duration_since(load.last_active))
+    }
+
+    /// Whether `machine_id` is draining: a stop or suspend was asked for and the replica may
+    /// not show it yet.
+    pub(crate) fn is_draining(&self, machine_id: &str) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .get(machine_id)
+            .is_some_and(|load| load.draining(now))
     }
 
     /// Marks an idle machine as draining for `hold` (no new requests); false if it has a
@@ -163,10 +230,9 @@ impl Loads {
         self.released.notify_waiters();
     }
 
-    /// Requests in flight on `machine_id`.
     #[cfg(test)]
     pub(crate) fn in_flight(&self, machine_id: &str) -> u32 {
-        self.lock().get(machine_id).map_or(0, |l| l.in_flight)
+        self.load_of(machine_id)
     }
 
     /// Counts a queued request until the returned value is dropped; register with
@@ -225,6 +291,17 @@ impl MachineLoad {
             in_flight: 0,
             last_active: now,
             draining_until: None,
+            hint: None,
+        }
+    }
+
+    /// The load to balance on: this proxy's own count, or the worker's fresh hint if higher.
+    fn load(&self, now: Instant) -> u32 {
+        match self.hint {
+            Some((hint, at)) if now.saturating_duration_since(at) < HINT_TTL => {
+                self.in_flight.max(hint)
+            }
+            _ => self.in_flight,
         }
     }
 
@@ -234,112 +311,4 @@ impl MachineLoad {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use godwit_types::MachineState;
-
-    use super::*;
-
-    fn target(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Arc<Target> {
-        Arc::new(Target {
-            machine_id: id.to_owned(),
-            region: region.to_owned(),
-            addr: "127.0.0.1:1".parse().expect("literal address"),
-            state: MachineState::Started,
-            cordoned: false,
-            soft_limit: soft,
-            hard_limit: hard,
-            autostart: true,
-            autostop: false,
-            min_running: 0,
-            health: Health::Passing,
-            proxy_proto: None,
-        })
-    }
-
-    fn take(loads: &Arc<Loads>, targets: &[Arc<Target>]) -> Option<Acquired> {
-        loads.acquire(targets, |_| true, "ams")
-    }
-
-    #[test]
-    fn least_loaded_below_soft_then_over_soft_then_none_above_hard() {
-        let loads = Arc::new(Loads::default());
-        let targets = [
-            target("a", "ams", 3, Some(4)),
-            target("b", "ams", 1, Some(1)),
-        ];
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            let acquired = take(&loads, &targets).expect("room below the soft limits");
-            assert!(!acquired.over_soft);
-            held.push(acquired.guard);
-        }
-        assert_eq!((loads.in_flight("a"), loads.in_flight("b")), (3, 1));
-        let over = take(&loads, &targets).expect("a is below its hard limit");
-        assert!(over.over_soft);
-        assert_eq!(over.target.machine_id, "a");
-        assert!(take(&loads, &targets).is_none(), "both at hard limits");
-        drop(over);
-        assert_eq!(loads.in_flight("a"), 3);
-        assert!(take(&loads, &targets).is_some());
-    }
-
-    #[test]
-    fn local_region_first_and_ties_are_random() {
-        let loads = Arc::new(Loads::default());
-        let targets = [
-            target("far", "syd", 10, None),
-            target("a", "ams", 10, None),
-            target("b", "ams", 10, None),
-        ];
-        let mut seen = BTreeMap::new();
-        for _ in 0..200 {
-            let acquired = take(&loads, &targets).expect("no hard limit");
-            *seen.entry(acquired.target.machine_id.clone()).or_insert(0) += 1;
-        }
-        assert_eq!(seen.get("far"), None, "{seen:?}");
-        assert!(seen.get("a").is_some_and(|n| *n > 20), "{seen:?}");
-        assert!(seen.get("b").is_some_and(|n| *n > 20), "{seen:?}");
-    }
-
-    #[test]
-    fn critical_machines_never_warning_ones_only_without_passing_ones() {
-        let loads = Arc::new(Loads::default());
-        let with_health = |id: &str, health| {
-            let mut t = (*target(id, "ams", 10, None)).clone();
-            t.health = health;
-            Arc::new(t)
-        };
-        let targets = [
-            with_health("critical", Health::Critical),
-            with_health("warning", Health::Warning),
-            with_health("passing", Health::Passing),
-        ];
-        for _ in 0..50 {
-            let acquired = take(&loads, &targets).expect("a passing machine");
-            assert_eq!(acquired.target.machine_id, "passing");
-        }
-        let acquired = take(&loads, &targets[..2]).expect("a warning machine");
-        assert_eq!(acquired.target.machine_id, "warning");
-        drop(acquired);
-        assert!(take(&loads, &targets[..1]).is_none(), "critical only");
-        // A passing machine excluded by the caller does not shut out the warning one.
-        let acquired = loads
-            .acquire(&targets, |t| t.machine_id != "passing", "ams")
-            .expect("the warning machine");
-        assert_eq!(acquired.target.machine_id, "warning");
-    }
-
-    #[test]
-    fn draining_machines_take_nothing() {
-        let loads = Arc::new(Loads::default());
-        let targets = [target("a", "ams", 10, None)];
-        assert!(loads.try_drain("a", Duration::from_secs(60)));
-        assert!(take(&loads, &targets).is_none());
-        loads.undrain("a");
-        let held = take(&loads, &targets).expect("undrained");
-        assert!(!loads.try_drain("a", Duration::from_secs(60)), "busy");
-        drop(held);
-    }
-}
+mod tests;

@@ -29,6 +29,8 @@ pub(crate) enum ProxyBody {
     Upstream(GuardedBody),
     /// A request body over the buffer limit: what was read, then the rest of the stream.
     Streaming(Option<Bytes>, Incoming),
+    /// Any of these, counted for the access log (only when it is on).
+    Logged(Box<crate::handler::LoggedBody>),
 }
 
 /// A request body: whole in memory (can be sent again), or too big and sent once.
@@ -120,6 +122,7 @@ impl Body for ProxyBody {
                 }
                 Pin::new(rest).poll_frame(cx).map_err(BoxError::from)
             }
+            ProxyBody::Logged(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -128,6 +131,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(data) => data.is_none(),
             ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Streaming(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
+            ProxyBody::Logged(body) => body.is_end_stream(),
         }
     }
 
@@ -147,6 +151,7 @@ impl Body for ProxyBody {
                 }
                 hint
             }
+            ProxyBody::Logged(body) => body.size_hint(),
         }
     }
 }

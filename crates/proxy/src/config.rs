@@ -50,6 +50,24 @@ pub struct ProxyConfig {
     /// Requests and connections one app may have in flight at once, so a busy app cannot
     /// take every connection; more get a 503 (`PL02`).
     pub max_connections_per_app: usize,
+    /// One INFO line per request (target `godwit_proxy::access`): request id, app, machine,
+    /// region, method, path without the query string, status, bytes, duration. Off by default.
+    pub access_log: bool,
+    /// Worker role: an h2c listener other proxies forward requests for this host's machines
+    /// to. Every proxy of a cluster listens on the same port: an edge reaches a host's
+    /// worker at the IP of its `agent_url` and this port.
+    pub backhaul_listen: Option<SocketAddr>,
+    /// The host this proxy runs on; machines of other hosts are reached through their
+    /// host's worker proxy. `None`: every machine is reached directly (one host).
+    pub host_id: Option<String>,
+    /// The hosts replica (`godwit_hosts`): where other hosts' workers are, and their regions.
+    pub hosts: Option<godwit_state::Replica<godwit_types::HostRecord>>,
+    /// The cluster secret backhaul requests carry (hashed); required with `backhaul_listen`.
+    pub backhaul_secret: Option<String>,
+    /// Latency shedding: when every machine of the nearest region is at its soft limit, a
+    /// region at most this much farther (measured RTT) with room takes the request. `None`
+    /// stays in the nearest region until its hard limit (Fly's default).
+    pub shed_budget: Option<Duration>,
 }
 
 /// Why the proxy could not serve.
@@ -77,6 +95,8 @@ pub enum ProxyError {
     },
     #[error("no certificate found in {path}")]
     NoCertificate { path: PathBuf },
+    #[error("backhaul_listen is set but no backhaul secret is configured")]
+    MissingBackhaulSecret,
     #[error("invalid tls configuration")]
     Tls(#[source] rustls::Error),
 }
@@ -87,7 +107,7 @@ impl ProxyConfig {
     /// A config with the defaults: ports 80/443, queue 5 s, start 20 s, 10 attempts, autostop
     /// after 5 minutes idle (checked every 30 s), idle upstream connections kept 4 s, no
     /// https listener, raw TCP listeners on the http listener's IP, no metrics listener,
-    /// 10 000 requests in flight per app.
+    /// 10 000 requests in flight per app, no backhaul (every machine local), no shedding.
     pub fn new(http_listen: SocketAddr, domain: &str, region: &str) -> Self {
         ProxyConfig {
             http_listen,
@@ -109,6 +129,12 @@ impl ProxyConfig {
             certs: None,
             metrics_listen: None,
             max_connections_per_app: 10_000,
+            access_log: false,
+            backhaul_listen: None,
+            host_id: None,
+            hosts: None,
+            backhaul_secret: None,
+            shed_budget: None,
         }
     }
 }

@@ -2,25 +2,31 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
 use crate::ProxyConfig;
+use crate::backhaul::{self, BackhaulClient, Closeness};
 use crate::balance::{Acquired, Loads};
 use crate::body::{GuardedBody, ProxyBody, RequestBody, error_response};
 use crate::limit::{AppGuard, AppLimits};
 use crate::metrics::Metrics;
 use crate::routes::{RouteTable, Target, app_from_host};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::Upstream;
 use crate::wake::Wakers;
 
+mod access;
 mod choose;
 mod headers;
+mod remote;
 mod replay;
 mod upgrade;
 
+pub(crate) use access::LoggedBody;
+use access::served;
 pub(crate) use headers::Conn;
 pub(crate) use replay::Pick;
 
@@ -34,6 +40,14 @@ pub(crate) struct Proxy {
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) app_limits: Arc<AppLimits>,
+    /// Open upgraded (WebSocket) connections per machine, closed before autostop.
+    pub(crate) upgrades: Arc<upgrade::Upgrades>,
+    /// Measured RTT per region: ranks regions for every choice.
+    pub(crate) closeness: Arc<Closeness>,
+    /// Connections to other hosts' worker proxies (edge role: `host_id` and a secret set).
+    pub(crate) backhaul: Option<BackhaulClient>,
+    /// The hashed cluster secret backhaul requests must carry.
+    backhaul_token: Option<HeaderValue>,
     /// `cfg.region` as a header value.
     region: HeaderValue,
 }
@@ -53,7 +67,16 @@ impl Proxy {
     ) -> Self {
         let region = HeaderValue::from_str(&cfg.region)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-region"));
-        let upstream = Arc::new(Upstream::new(cfg.upstream_idle_timeout));
+        let upstream = Arc::new(Upstream::new(
+            cfg.upstream_idle_timeout,
+            Arc::clone(&routes),
+        ));
+        let backhaul_token = cfg.backhaul_secret.as_deref().map(backhaul::secret_token);
+        let backhaul = backhaul_token
+            .clone()
+            .filter(|_| cfg.host_id.is_some())
+            .map(BackhaulClient::new);
+        let closeness = Arc::new(Closeness::new(&cfg.region));
         Proxy {
             cfg,
             routes,
@@ -62,6 +85,10 @@ impl Proxy {
             upstream,
             metrics,
             app_limits: Arc::default(),
+            upgrades: Arc::default(),
+            closeness,
+            backhaul,
+            backhaul_token,
             region,
         }
     }
@@ -74,18 +101,35 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let request_id = headers::new_request_id(&self.cfg.region);
         let version = request.version();
-        let mut response = self.route(conn, request, &request_id).await;
+        let span = tracing::info_span!(
+            "request",
+            request_id = request_id.to_str().unwrap_or_default()
+        );
+        let logged = self
+            .cfg
+            .access_log
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
+        let started = Instant::now();
+        let mut response = self
+            .route(conn, request, &request_id)
+            .instrument(span.clone())
+            .await;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::finish_response(response.headers_mut(), version, &request_id, switching);
-        response
+        match logged {
+            Some((method, path)) => access::log(response, span, method, path, started),
+            None => response,
+        }
     }
 
     async fn route(
         &self,
         conn: &Conn,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
+        // Only proxies set backhaul headers, on the backhaul listener.
+        backhaul::strip(request.headers_mut());
         let certs = self.cfg.certs.as_ref();
         if let Some(certs) = certs
             && let Some(answer) = certs.http01_response(request.uri().path()).await
@@ -133,6 +177,8 @@ impl Proxy {
         };
         self.metrics
             .request(&app, response.status(), started.elapsed());
+        let mut response = response;
+        response.extensions_mut().insert(access::AppName(app));
         response
     }
 
@@ -167,7 +213,7 @@ impl Proxy {
                 Err(response) => return response,
             };
         let Some(replay_header) = replay::header_of(response.headers()) else {
-            return response;
+            return served(response, &served_by);
         };
         let replay = match replay_header.to_str().map_err(|e| e.to_string()) {
             Ok(text) => replay::parse(text, &served_by.machine_id),
@@ -177,34 +223,12 @@ impl Proxy {
             Ok(replay) => replay,
             Err(reason) => return error_response(StatusCode::BAD_GATEWAY, Some("PA03"), &reason),
         };
-        if !body.is_buffered() {
-            let message = "the request body is over 1 MiB and cannot be replayed";
-            return error_response(StatusCode::BAD_GATEWAY, Some("PA01"), message);
-        }
         drop(response);
-        self.metrics.replay(app);
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        let mut source = format!(
-            "instance={};region={};t={micros}",
-            served_by.machine_id, served_by.region
-        );
-        if let Some(state) = &replay.state {
-            source.push_str(&format!(";state={state}"));
-        }
-        if let Ok(value) = HeaderValue::from_str(&source) {
-            parts.headers.insert("fly-replay-src", value);
-        }
         match self
-            .forward(app, port, &parts, &mut body, &replay.pick)
+            .replay(app, port, &mut parts, &mut body, replay, &served_by)
             .await
         {
-            Ok((response, _)) if replay::header_of(response.headers()).is_some() => {
-                let message = "the replayed request asked for another replay";
-                error_response(StatusCode::BAD_GATEWAY, Some("PA02"), message)
-            }
-            Ok((response, _)) => response,
+            Ok((response, target)) => served(response, &target),
             Err(response) => response,
         }
     }
@@ -224,14 +248,13 @@ impl Proxy {
         loop {
             let Acquired { guard, target, .. } =
                 self.choose(app, port, pick, &tried, &mut deadline).await?;
-            let upstream = upstream_request(parts, body.take());
-            match self.upstream.send(target.addr, upstream).await {
+            match self.send_to(app, port, &target, parts, body.take()).await {
                 Ok((response, pooled)) => {
-                    let response = response
-                        .map(|b| ProxyBody::Upstream(GuardedBody::new(b, guard, Some(pooled))));
+                    let response =
+                        response.map(|b| ProxyBody::Upstream(GuardedBody::new(b, guard, pooled)));
                     return Ok((response, target));
                 }
-                Err(error @ UpstreamError::Connect { .. }) => {
+                Err(remote::SendFailure::Retry(error)) => {
                     tracing::debug!(%error, machine_id = %target.machine_id, "connect failed");
                     tried.insert(target.machine_id.clone());
                     self.metrics.retry(app);
@@ -244,7 +267,7 @@ impl Proxy {
                         ));
                     }
                 }
-                Err(error) => {
+                Err(remote::SendFailure::Fail(error)) => {
                     tracing::debug!(%error, machine_id = %target.machine_id, "upstream failed");
                     let message = format!("machine {} failed to answer", target.machine_id);
                     return Err(error_response(

@@ -4,11 +4,17 @@
 //! cordoned, no service check critical, least loaded below its soft limit, never above its
 //! hard limit), forwards the request over pooled keep-alive connections, retries refused
 //! connections on the next machine, starts stopped machines on demand, stops idle ones, and
-//! replays requests named by a `fly-replay` response header. Ports with `force_https` get a
-//! 301 to HTTPS on the http listener; raw TCP ports with the `proxy_proto` handler get a
-//! PROXY protocol v1 header first; each app may have at most `max_connections_per_app`
+//! replays requests named by a `fly-replay` response header (to a machine, region or another
+//! app). Ports with `force_https` get a 301 to HTTPS on the http listener; raw TCP ports with
+//! the `proxy_proto` handler get a PROXY protocol v1 (or v2) header first; ports with
+//! `h2_backend` are forwarded over h2c, trailers included (gRPC); open WebSockets get a
+//! close frame (1001) before autostop stops their machine; `access_log` writes one line per
+//! request, and every line logged for a request carries its id; each app may have at most `max_connections_per_app`
 //! requests and connections in flight; Prometheus metrics are served on `metrics_listen`;
-//! on cancel, requests in flight get `shutdown_grace` to finish.
+//! on cancel, requests in flight get `shutdown_grace` to finish. With `host_id` set, a
+//! machine on another host is reached through that host's worker proxy over backhaul
+//! (h2c between proxies, `backhaul_listen`); regions rank by the RTT measured over it, and
+//! `shed_budget` lets a nearby region take requests when the nearest is at its soft limit.
 //!
 //! Owns routing, load balancing, autostart/autostop and replay. Reads machine state only
 //! from a [`godwit_state::Replica`]; starts and stops machines only through a [`Starter`].
@@ -16,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod autostop;
+mod backhaul;
 mod balance;
 mod body;
 mod certs;
@@ -66,10 +73,11 @@ pub async fn serve(
         None => None,
     };
     let metrics = bind_metrics(&cfg).await?;
+    let backhaul = bind_backhaul(&cfg).await?;
     run(
         cfg,
         Listeners { http, https },
-        metrics,
+        [metrics, backhaul],
         tls,
         machines,
         starter,
@@ -91,7 +99,17 @@ pub async fn serve_with(
     let tls = listen::tls_config(&cfg, listeners.https.is_some())?;
     wait_ready(&cfg, &machines).await?;
     let metrics = bind_metrics(&cfg).await?;
-    run(cfg, listeners, metrics, tls, machines, starter, cancel).await;
+    let backhaul = bind_backhaul(&cfg).await?;
+    run(
+        cfg,
+        listeners,
+        [metrics, backhaul],
+        tls,
+        machines,
+        starter,
+        cancel,
+    )
+    .await;
     Ok(())
 }
 
@@ -115,10 +133,25 @@ async fn bind_metrics(cfg: &ProxyConfig) -> Result<Option<TcpListener>, ProxyErr
     }
 }
 
+/// Binds the backhaul listener (worker role), which needs the cluster secret.
+async fn bind_backhaul(cfg: &ProxyConfig) -> Result<Option<TcpListener>, ProxyError> {
+    let Some(addr) = cfg.backhaul_listen else {
+        return Ok(None);
+    };
+    if cfg
+        .backhaul_secret
+        .as_deref()
+        .is_none_or(|s| s.trim().is_empty())
+    {
+        return Err(ProxyError::MissingBackhaulSecret);
+    }
+    Ok(Some(listen::bind(addr).await?))
+}
+
 async fn run(
     cfg: ProxyConfig,
     listeners: Listeners,
-    metrics_listener: Option<TcpListener>,
+    [metrics_listener, backhaul_listener]: [Option<TcpListener>; 2],
     tls: Option<Arc<rustls::ServerConfig>>,
     machines: Replica<MachineRecord>,
     starter: Arc<dyn Starter>,
@@ -145,6 +178,14 @@ async fn run(
         .cfg
         .tcp_listen_ip
         .map(|ip| tokio::spawn(tcp::run(Arc::clone(&proxy), ip, cancel.child_token())));
+    let backhaul = backhaul_listener.map(|listener| {
+        tokio::spawn(backhaul::serve(
+            Arc::clone(&proxy),
+            listener,
+            cancel.child_token(),
+        ))
+    });
+    let measure = tokio::spawn(backhaul::measure(Arc::clone(&proxy), cancel.child_token()));
     let metrics = metrics_listener.map(|listener| {
         tokio::spawn(metrics::serve(
             Arc::clone(&proxy),
@@ -179,4 +220,8 @@ async fn run(
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
+    if let Some(backhaul) = backhaul {
+        let _ = backhaul.await;
+    }
+    let _ = measure.await;
 }

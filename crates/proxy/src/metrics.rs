@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +34,12 @@ pub(crate) struct Metrics {
     autostarts: Family<AppLabels, Counter>,
     replays: Family<AppLabels, Counter>,
     retries: Family<AppLabels, Counter>,
+    region_rtt: Family<RegionLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabels {
+    region: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +104,14 @@ impl Default for Metrics {
             "Requests sent to another machine after a refused connection, by app",
             retries.clone(),
         );
+        let region_rtt = Family::default();
+        registry.register(
+            "region_rtt_seconds",
+            "Measured round trip to the worker proxies of each other region (EWMA)",
+            region_rtt.clone(),
+        );
         Metrics {
+            region_rtt,
             registry,
             requests,
             latency,
@@ -162,6 +176,12 @@ impl Metrics {
             self.machine_in_flight
                 .get_or_create(&MachineLabels { machine })
                 .set(i64::from(n));
+        }
+        self.region_rtt.clear();
+        for (region, secs) in proxy.closeness.snapshot() {
+            self.region_rtt
+                .get_or_create(&RegionLabels { region })
+                .set(secs);
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;

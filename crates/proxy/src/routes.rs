@@ -1,7 +1,7 @@
 //! The route table: the machines replica indexed by app, with each app's targets per public
 //! port built once per change, so a request only clones an `Arc`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -24,6 +24,8 @@ pub(crate) struct RouteTable {
     tcp_ports: watch::Sender<BTreeSet<u16>>,
     /// The ports of the http and https listeners: never raw TCP.
     http_ports: [u16; 2],
+    /// Machine addresses whose service asks for HTTP/2 (`http_options.h2_backend`).
+    h2_addrs: RwLock<HashSet<SocketAddr>>,
 }
 
 /// A machine as a request target on one public port.
@@ -31,6 +33,8 @@ pub(crate) struct RouteTable {
 pub(crate) struct Target {
     pub(crate) machine_id: String,
     pub(crate) region: String,
+    /// The host running the machine: another host's machines are reached over backhaul.
+    pub(crate) host_id: String,
     pub(crate) addr: SocketAddr,
     pub(crate) state: MachineState,
     pub(crate) cordoned: bool,
@@ -38,6 +42,8 @@ pub(crate) struct Target {
     pub(crate) hard_limit: Option<u32>,
     pub(crate) autostart: bool,
     pub(crate) autostop: bool,
+    /// `auto_stop_machines = "suspend"`: autostop suspends rather than stops.
+    pub(crate) suspend: bool,
     pub(crate) min_running: u32,
     pub(crate) health: Health,
     /// Send a PROXY protocol header first on raw TCP connections to the machine.
@@ -48,6 +54,8 @@ pub(crate) struct Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxyProto {
     V1,
+    /// The binary form (`proxy_proto_options = { version = "v2" }`).
+    V2,
 }
 
 /// One app's machines, as targets per public port.
@@ -61,6 +69,8 @@ pub(crate) struct AppRoutes {
     force_https: BTreeSet<u16>,
     /// Every machine with a service, by its first service (autostop).
     all: Vec<Arc<Target>>,
+    /// Machine addresses (IP and internal port) to reach over h2c.
+    h2_addrs: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +104,7 @@ impl RouteTable {
             changed: Notify::new(),
             tcp_ports: watch::Sender::new(BTreeSet::new()),
             http_ports,
+            h2_addrs: RwLock::default(),
         });
         let mut changes = replica.subscribe();
         table.load(&replica);
@@ -138,6 +149,14 @@ impl RouteTable {
             .collect()
     }
 
+    /// Whether the machine service at `addr` asks for HTTP/2 with prior knowledge (h2c).
+    pub(crate) fn h2_backend(&self, addr: SocketAddr) -> bool {
+        self.h2_addrs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&addr)
+    }
+
     /// The public ports offered as raw TCP, following changes.
     pub(crate) fn tcp_ports(&self) -> watch::Receiver<BTreeSet<u16>> {
         self.tcp_ports.subscribe()
@@ -153,6 +172,7 @@ impl RouteTable {
             index.rebuild(&app);
         }
         self.publish_tcp_ports(&index);
+        self.publish_h2_addrs(&index);
         *self.inner.write().unwrap_or_else(PoisonError::into_inner) = index;
     }
 
@@ -170,6 +190,7 @@ impl RouteTable {
             index.rebuild(app);
         }
         self.publish_tcp_ports(&index);
+        self.publish_h2_addrs(&index);
     }
 
     fn publish_tcp_ports(&self, index: &Index) {
@@ -184,6 +205,18 @@ impl RouteTable {
             *current = ports;
             changed
         });
+    }
+
+    fn publish_h2_addrs(&self, index: &Index) {
+        let addrs: HashSet<SocketAddr> = index
+            .apps
+            .values()
+            .flat_map(|routes| routes.h2_addrs.iter().copied())
+            .collect();
+        *self
+            .h2_addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = addrs;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -225,6 +258,14 @@ impl AppRoutes {
                     }
                     if port.force_https == Some(true) {
                         routes.force_https.insert(number);
+                    }
+                    let h2 = port.http_options.as_ref().and_then(|o| o.h2_backend);
+                    if h2 == Some(true)
+                        && let Ok(ip) = record.private_ip.parse::<IpAddr>()
+                    {
+                        routes
+                            .h2_addrs
+                            .push(SocketAddr::new(ip, service.internal_port));
                     }
                 }
             }
@@ -303,11 +344,15 @@ impl Target {
             Some((s, public))
         })?;
         let mut target = Target::with_service(record, service)?;
+        let v2 = public
+            .proxy_proto_options
+            .as_ref()
+            .is_some_and(|o| o.version.eq_ignore_ascii_case("v2"));
         target.proxy_proto = public
             .handlers
             .iter()
             .any(|h| h == PROXY_PROTO_HANDLER)
-            .then_some(ProxyProto::V1);
+            .then_some(if v2 { ProxyProto::V2 } else { ProxyProto::V1 });
         Some(target)
     }
 
@@ -320,6 +365,7 @@ impl Target {
         Some(Target {
             machine_id: record.id.clone(),
             region: record.region.clone(),
+            host_id: record.host_id.clone(),
             addr: SocketAddr::new(ip, service.internal_port),
             state: record.state,
             cordoned: record.cordoned,
@@ -327,6 +373,7 @@ impl Target {
             hard_limit: hard_limit.map(|h| h.max(soft_limit)),
             autostart: service.autostart.unwrap_or(true),
             autostop: autostop_enabled(service.autostop.as_ref()),
+            suspend: service.autostop.as_ref().and_then(|v| v.as_str()) == Some("suspend"),
             min_running: service.min_machines_running.unwrap_or(0),
             health: Health::of(&record.checks),
             proxy_proto: None,

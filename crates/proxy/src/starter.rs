@@ -13,10 +13,20 @@ pub trait Starter: Send + Sync + fmt::Debug {
     async fn start(&self, app: &str, machine_id: &str) -> Result<(), String>;
     /// Asks for `machine_id` of `app` to stop (autostop).
     async fn stop(&self, app: &str, machine_id: &str) -> Result<(), String>;
+    /// Asks for `machine_id` of `app` to be suspended (autostop `"suspend"`): frozen with its
+    /// memory kept, resumed by the next `start`. Autostop stops the machine instead when this
+    /// fails. The default does not suspend.
+    async fn suspend(&self, app: &str, machine_id: &str) -> Result<(), String> {
+        let _ = app;
+        Err(format!(
+            "suspend {machine_id}: this starter does not suspend machines"
+        ))
+    }
 }
 
 /// A [`Starter`] that calls the public API:
-/// `POST {api_url}/v1/apps/{app}/machines/{id}/start` (and `/stop`) with a bearer token.
+/// `POST {api_url}/v1/apps/{app}/machines/{id}/start` (and `/stop`, `/suspend`) with a bearer
+/// token.
 pub struct ApiStarter {
     api_url: String,
     token: String,
@@ -70,6 +80,10 @@ impl Starter for ApiStarter {
 
     async fn stop(&self, app: &str, machine_id: &str) -> Result<(), String> {
         self.call(app, machine_id, "stop").await
+    }
+
+    async fn suspend(&self, app: &str, machine_id: &str) -> Result<(), String> {
+        self.call(app, machine_id, "suspend").await
     }
 }
 

@@ -7,17 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use tokio::io::AsyncWriteExt as _;
 
 use crate::handler::{Pick, Proxy};
 use crate::proxy_proto;
-use crate::routes::ProxyProto;
-
-/// How long a connect to a machine may take before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Keeps one listener per raw TCP port on `ip` until `cancel` fires.
 pub(crate) async fn run(proxy: Arc<Proxy>, ip: IpAddr, cancel: CancellationToken) {
@@ -99,17 +94,16 @@ async fn forward(proxy: &Proxy, mut client: TcpStream, port: u16) -> Result<(), 
             .await
             .map_err(|response| format!("no machine of {app}: {}", response.status()))?;
         let target = acquired.target;
-        let connected =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.addr)).await;
-        match connected {
-            Ok(Ok(mut machine)) => {
-                let _ = machine.set_nodelay(true);
-                if target.proxy_proto == Some(ProxyProto::V1) {
+        // Directly, or tunnelled through the worker of the machine's host.
+        let client_ip = client.peer_addr().ok().map(|peer| peer.ip());
+        match proxy.dial(&app, port, &target, client_ip).await {
+            Ok(mut machine) => {
+                if let Some(version) = target.proxy_proto {
                     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
                         return Err("the client connection has no address".to_owned());
                     };
-                    let header = proxy_proto::v1(peer, local);
-                    if let Err(error) = machine.write_all(header.as_bytes()).await {
+                    let header = proxy_proto::header(version, peer, local);
+                    if let Err(error) = machine.write_all(&header).await {
                         return Err(format!("could not send the proxy protocol header: {error}"));
                     }
                 }
@@ -118,10 +112,9 @@ async fn forward(proxy: &Proxy, mut client: TcpStream, port: u16) -> Result<(), 
                 tracing::debug!(?copied, machine_id = %target.machine_id, "raw tcp connection closed");
                 return Ok(());
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::debug!(%error, machine_id = %target.machine_id, "connect failed")
             }
-            Err(_) => tracing::debug!(machine_id = %target.machine_id, "connect timed out"),
         }
         tried.insert(target.machine_id.clone());
         if tried.len() >= proxy.cfg.max_attempts {

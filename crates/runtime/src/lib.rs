@@ -3,6 +3,8 @@
 //! Owns the [`MachineRuntime`] trait (what the agent codes against) and its `oci` driver,
 //! [`OciRuntime`], which drives `runc` in a pre-created network namespace over a per-machine
 //! overlayfs, supervised by a detached shim process ([`shim_main`]) that survives the agent.
+//! A running machine can be paused (every process frozen through its freezer cgroup, memory,
+//! rootfs and network kept) and resumed in milliseconds.
 //!
 //! Must not depend on any other godwit crate: the agent maps its own types into
 //! [`MachineSpec`].
@@ -40,8 +42,17 @@ pub trait MachineRuntime: Send + Sync + std::fmt::Debug {
         signal: i32,
         timeout: Duration,
     ) -> Result<ExitInfo, RuntimeError>;
-    /// Sends `signal` to the machine's main process.
+    /// Sends `signal` to the machine's main process. A paused machine gets it when resumed
+    /// (SIGKILL excepted: runc thaws the container for it).
     async fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError>;
+    /// Freezes every process of the running machine (cgroup freezer), keeping its memory,
+    /// rootfs and network as they are; [`Status::Paused`] until [`MachineRuntime::resume`].
+    /// Idempotent: Ok if already paused; [`RuntimeError::NotRunning`] if it is not running.
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Thaws a paused machine. Idempotent: Ok if it is running (not paused);
+    /// [`RuntimeError::NotRunning`] if it is neither. `start` on a paused machine resumes it,
+    /// and `stop` and `destroy` thaw it first.
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
     /// Where the machine is in its life.
     async fn status(&self, id: &str) -> Result<Status, RuntimeError>;
     /// Resolves when the machine's current run exits (works for a run started by an earlier
@@ -106,6 +117,8 @@ pub enum Status {
     Prepared,
     /// `pid` is the machine's main process (host pid namespace).
     Running { pid: u32 },
+    /// Running but frozen by [`MachineRuntime::pause`]; `pid` as for `Running`.
+    Paused { pid: u32 },
     /// The last run ended; `start()` runs it again.
     Exited(ExitInfo),
 }

@@ -14,6 +14,7 @@ use crate::{ExecOutput, ExitInfo, MachineRuntime, MachineSpec, RuntimeError, Sta
 
 mod bundle;
 mod cleanup;
+mod freeze;
 mod net;
 mod prepare;
 mod run;
@@ -197,6 +198,18 @@ impl MachineRuntime for OciRuntime {
     async fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
         check_id(id)?;
         self.signal_machine(id, signal).await
+    }
+
+    #[tracing::instrument(skip(self), err)]
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        self.pause_machine(id).await
+    }
+
+    #[tracing::instrument(skip(self), err)]
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        self.resume_machine(id).await
     }
 
     async fn status(&self, id: &str) -> Result<Status, RuntimeError> {

@@ -81,6 +81,28 @@ pub struct MachinePort {
     pub handlers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_https: Option<bool>,
+    /// With the `proxy_proto` handler: which PROXY protocol version the machine gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_proto_options: Option<ProxyProtoOptions>,
+    /// With the `http` handler: how requests are forwarded to the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_options: Option<HttpOptions>,
+}
+
+/// `proxy_proto_options` of a port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProxyProtoOptions {
+    /// `v1` (the text form, the default) or `v2` (the binary form).
+    #[serde(default)]
+    pub version: String,
+}
+
+/// `http_options` of a port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HttpOptions {
+    /// Forward to the machine over HTTP/2 with prior knowledge (h2c), e.g. for gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_backend: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -154,6 +176,7 @@ pub enum MachineState {
     Restarting,
     Updating,
     Replacing,
+    Suspending,
     Suspended,
     Failed,
     Destroying,
@@ -258,6 +281,7 @@ impl MachineState {
             Self::Restarting => "restarting",
             Self::Updating => "updating",
             Self::Replacing => "replacing",
+            Self::Suspending => "suspending",
             Self::Suspended => "suspended",
             Self::Failed => "failed",
             Self::Destroying => "destroying",

@@ -1,4 +1,5 @@
-//! Machine lifecycle handlers: create, list, get, update, start, stop, restart, signal, destroy.
+//! Machine lifecycle handlers: create, list, get, update, start, stop, suspend, restart, signal,
+//! destroy.
 
 use std::time::Duration;
 
@@ -14,7 +15,9 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState, check_lease, must_find, to_machine};
 use crate::db::LeaseRow;
-use crate::ops::{self, CreatePayload, LOCK_WAIT, OpKind, StopPayload, UpdatePayload};
+use crate::ops::{
+    self, CreatePayload, LOCK_WAIT, OpKind, StartPayload, StopPayload, UpdatePayload,
+};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
@@ -134,7 +137,42 @@ pub(crate) async fn start(
     refuse_destroying(&row)?;
     let previous_state = row.state;
     if previous_state != MachineState::Started {
-        ops::execute(&agent, guard, &id, OpKind::Start, serde_json::json!({})).await?;
+        let payload = StartPayload {
+            resume: previous_state == MachineState::Suspended,
+        };
+        let payload = serde_json::to_value(&payload).map_err(|e| ApiError::internal(&e))?;
+        ops::execute(&agent, guard, &id, OpKind::Start, payload).await?;
+    }
+    Ok(Json(StateChangeResponse {
+        ok: true,
+        previous_state,
+    }))
+}
+
+/// Freezes a started machine (cgroup freezer); `start` resumes it. Ok on a suspended one.
+pub(crate) async fn suspend(
+    State(agent): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<StateChangeResponse>, ApiError> {
+    let guard = agent
+        .lock_machine(&id, "suspend", LOCK_WAIT)
+        .await
+        .map_err(|b| ApiError::from((id.clone(), b)))?;
+    let row = must_find(&agent, &id)?;
+    check_lease(&row, &headers)?;
+    refuse_destroying(&row)?;
+    let previous_state = row.state;
+    match previous_state {
+        MachineState::Suspended => {}
+        MachineState::Started => {
+            ops::execute(&agent, guard, &id, OpKind::Suspend, serde_json::json!({})).await?;
+        }
+        state => {
+            return Err(ApiError::precondition(format!(
+                "machine {id} is {state}: only a started machine can be suspended"
+            )));
+        }
     }
     Ok(Json(StateChangeResponse {
         ok: true,
@@ -213,7 +251,10 @@ async fn stop_machine(
     check_lease(&row, headers)?;
     refuse_destroying(&row)?;
     let previous_state = row.state;
-    if previous_state == MachineState::Started {
+    if matches!(
+        previous_state,
+        MachineState::Started | MachineState::Suspended
+    ) {
         let (default_signal, default_timeout) = row.config.stop_signal_and_timeout();
         let payload = StopPayload {
             signal: signal.unwrap_or(default_signal),

@@ -1,4 +1,5 @@
-//! `start`: start → started. `stop`: signal → wait → stopped.
+//! `start`: start → started (a suspended machine is resumed). `stop`: signal → wait → stopped.
+//! `suspend`: freeze → suspended (cgroup freezer; memory, rootfs and network stay).
 //! `destroy`: kill → destroy → delete.
 
 use std::sync::Arc;
@@ -15,6 +16,15 @@ use crate::db::OpRow;
 pub(super) const START_STEPS: &[&str] = &["start", "started"];
 pub(super) const STOP_STEPS: &[&str] = &["signal", "wait", "stopped"];
 pub(super) const DESTROY_STEPS: &[&str] = &["kill", "destroy", "delete"];
+pub(super) const SUSPEND_STEPS: &[&str] = &["freeze", "suspended"];
+
+/// How to start.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StartPayload {
+    /// The machine was suspended: this start resumes it (event `resume`, restart count kept).
+    #[serde(default)]
+    pub(crate) resume: bool,
+}
 
 /// How to stop.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -27,21 +37,41 @@ pub(super) async fn step(agent: &Arc<Agent>, op: &OpRow) -> Result<(), OpError> 
     let id = &op.machine_id;
     match (op.kind, op.step.as_str()) {
         (OpKind::Start, "start") => {
+            let payload: StartPayload = serde_json::from_value(op.payload.clone())?;
             crate::monitor::stop(agent, id);
             ensure_prepared(agent, id).await?;
             agent.set_state(id, MachineState::Starting)?;
-            agent.db.set_restarts(id, 0, 0)?;
+            if !payload.resume {
+                agent.db.set_restarts(id, 0, 0)?;
+            }
+            // Resumes a paused machine; starts it again if its process is gone.
             agent.runtime.start(id).await?;
         }
         (OpKind::Start, "started") => {
+            let payload: StartPayload = serde_json::from_value(op.payload.clone())?;
             agent.set_state(id, MachineState::Started)?;
-            agent.event(id, "start", "started", "user", None);
+            let kind = if payload.resume { "resume" } else { "start" };
+            agent.event(id, kind, "started", "user", None);
             crate::monitor::spawn(agent, id);
+        }
+        (OpKind::Suspend, "freeze") => {
+            // A frozen machine neither exits nor answers checks: no monitor, no checks.
+            crate::monitor::stop(agent, id);
+            agent.set_state(id, MachineState::Suspending)?;
+            agent.runtime.pause(id).await?;
+        }
+        (OpKind::Suspend, "suspended") => {
+            agent.set_state(id, MachineState::Suspended)?;
+            agent.event(id, "suspend", "suspended", "user", None);
         }
         (OpKind::Stop, "signal") => {
             let payload: StopPayload = serde_json::from_value(op.payload.clone())?;
             crate::monitor::stop(agent, id);
             agent.set_state(id, MachineState::Stopping)?;
+            // A suspended machine is thawed first, so that it can act on the signal.
+            if let Err(error) = agent.runtime.resume(id).await {
+                debug!(machine_id = %id, %error, "nothing to resume before the stop signal");
+            }
             if let Err(error) = agent.runtime.signal(id, payload.signal).await {
                 debug!(machine_id = %id, %error, "stop signal not delivered");
             }
@@ -88,7 +118,7 @@ pub(super) async fn stop_run(
 ) -> Result<(), OpError> {
     let exit = match agent.runtime.status(id).await? {
         // Also returns the exit of a run that ends while this runs.
-        Status::Running { .. } | Status::Exited(_) => {
+        Status::Running { .. } | Status::Paused { .. } | Status::Exited(_) => {
             agent.runtime.stop(id, signal, timeout).await?
         }
         Status::Absent | Status::Prepared => return Ok(()),
@@ -110,7 +140,7 @@ pub(super) async fn stop_run(
 
 pub(super) async fn rollback(agent: &Arc<Agent>, op: &OpRow) {
     let otherwise = match op.kind {
-        OpKind::Stop => MachineState::Stopped,
+        OpKind::Stop | OpKind::Suspend => MachineState::Stopped,
         _ => MachineState::Failed,
     };
     agent.event(&op.machine_id, op.kind.as_str(), "failed", "godwit", None);

@@ -33,6 +33,10 @@ async fn crash_at_every_step(op: &str) {
             "create" => c.post("/v1/machines", create).await,
             "start" => c.post(&format!("/v1/machines/{id}/start"), json!({})).await,
             "stop" => c.post(&format!("/v1/machines/{id}/stop"), json!({})).await,
+            "suspend" => {
+                c.post(&format!("/v1/machines/{id}/suspend"), json!({}))
+                    .await
+            }
             "update" => {
                 let body = json!({ "config": env.httpd_config("v2"), "secrets": {},
                                    "skip_launch": false, "current_version": null });
@@ -65,6 +69,17 @@ async fn crash_at_every_step(op: &str) {
             }
             "stop" => {
                 c.must_reach_state(&id, "stopped").await;
+            }
+            "suspend" => {
+                c.must_reach_state(&id, "suspended").await;
+                c.must_post(&format!("/v1/machines/{id}/start"), json!({}))
+                    .await;
+                let m = c.must_reach_state(&id, "started").await;
+                let ip = m["private_ip"].as_str().unwrap();
+                let body = http_get(ip)
+                    .await
+                    .unwrap_or_else(|e| panic!("{at}: {e}: {m}{}", env.diagnostics(&id)));
+                assert_eq!(body.trim(), "v1", "{at}");
             }
             "update" => {
                 let m = c.must_reach_state(&id, "started").await;
@@ -107,6 +122,11 @@ async fn crash_during_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_during_stop() {
     crash_at_every_step("stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_during_suspend() {
+    crash_at_every_step("suspend").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

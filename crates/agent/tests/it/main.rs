@@ -10,3 +10,4 @@ mod lifecycle;
 mod logs;
 mod publish;
 mod support;
+mod suspend;

@@ -1,6 +1,6 @@
-//! Machine operations forwarded to the owning agent: start/stop/restart/signal/wait, leases,
-//! cordon, exec, events and metadata. Bodies and queries are checked here so that mistakes
-//! get a clear 4xx before any host is involved.
+//! Machine operations forwarded to the owning agent: start/stop/suspend/restart/signal/wait,
+//! leases, cordon, exec, events and metadata. Bodies and queries are checked here so that
+//! mistakes get a clear 4xx before any host is involved.
 
 use std::time::Duration;
 
@@ -66,8 +66,14 @@ macro_rules! machine_op_docs {
 }
 
 machine_op_docs!(
-    /// Starts a stopped or created machine.
+    /// Starts a stopped or created machine; resumes a suspended one.
     start, post, POST, "/v1/apps/{app}/machines/{id}/start", "/start",
+    StateChangeResponse);
+machine_op_docs!(
+    /// Suspends a started machine: its processes are frozen with their memory, rootfs and
+    /// network kept, and the next `start` resumes them in milliseconds. 412 unless the
+    /// machine is started (or already suspended). `stop` discards the suspension.
+    suspend, post, POST, "/v1/apps/{app}/machines/{id}/suspend", "/suspend",
     StateChangeResponse);
 machine_op_docs!(
     /// Takes the machine out of proxy routing.

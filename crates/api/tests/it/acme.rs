@@ -247,6 +247,8 @@ fn machine_record(addr: SocketAddr) -> MachineRecord {
         port: Some(port),
         handlers: vec!["http".to_owned()],
         force_https: None,
+        proxy_proto_options: None,
+        http_options: None,
     };
     MachineRecord {
         id: "m-shop".to_owned(),

@@ -203,6 +203,12 @@ async fn handle(
             }
             axum::Json(serde_json::json!({"ok": true, "previous_state": "started"})).into_response()
         }
+        (Method::POST, ["", _, "suspend"]) => {
+            if inner.lease.is_some() && nonce != inner.lease {
+                return error(StatusCode::CONFLICT, "machine is leased: send the lease nonce");
+            }
+            axum::Json(serde_json::json!({"ok": true, "previous_state": "started"})).into_response()
+        }
         (Method::GET, ["", _, "wait"]) => {
             (StatusCode::REQUEST_TIMEOUT, axum::Json(ErrorBody {
                 error: "timed out".into(),

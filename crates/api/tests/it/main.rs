@@ -16,3 +16,4 @@ mod machines;
 mod openapi;
 mod pebble;
 mod secrets;
+mod suspend;

@@ -19,6 +19,7 @@ async fn openapi_lists_the_machine_paths() {
         "/v1/apps/{app}/machines/{id}",
         "/v1/apps/{app}/machines/{id}/wait",
         "/v1/apps/{app}/machines/{id}/lease",
+        "/v1/apps/{app}/machines/{id}/suspend",
         "/v1/apps/{app}/secrets",
         "/v1/hosts/register",
     ] {

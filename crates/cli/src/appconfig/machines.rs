@@ -6,7 +6,7 @@ use godwit_types::{
     GuestConfig, MachineConfig, MachineService, RestartConfig, RestartPolicy, StopConfig,
 };
 
-use super::raw::{RawConfig, RawVm};
+use super::raw::{RawConfig, RawPort, RawVm};
 use super::{
     AppConfig, Ctx, LoadError, Scoped, Seg, Strategy, concurrency, http_ports, resolve_image,
     service_check, split_command,
@@ -80,7 +80,7 @@ pub(super) fn from_raw(raw: RawConfig, ctx: &Ctx<'_>) -> Result<AppConfig, LoadE
             value: MachineService {
                 protocol: "tcp".into(),
                 internal_port: http.internal_port,
-                ports: http_ports(http.force_https),
+                ports: http_ports(http.force_https, http.http_options.as_ref()),
                 concurrency: concurrency(http.concurrency.as_ref()),
                 autostop: http.auto_stop_machines.clone().map(|a| a.0.into()),
                 autostart: http.auto_start_machines,
@@ -116,12 +116,9 @@ pub(super) fn from_raw(raw: RawConfig, ctx: &Ctx<'_>) -> Result<AppConfig, LoadE
                 ports: svc
                     .ports
                     .iter()
-                    .map(|p| godwit_types::machine::MachinePort {
-                        port: p.port,
-                        handlers: p.handlers.clone(),
-                        force_https: p.force_https,
-                    })
-                    .collect(),
+                    .enumerate()
+                    .map(|(port_idx, p)| machine_port(p, ctx, idx, port_idx))
+                    .collect::<Result<_, _>>()?,
                 concurrency: concurrency(svc.concurrency.as_ref()),
                 autostop: svc.auto_stop_machines.clone().map(|a| a.0.into()),
                 autostart: svc.auto_start_machines,
@@ -346,5 +343,48 @@ impl AppConfig {
             metadata: BTreeMap::from([("fly_process_group".to_owned(), group.to_owned())]),
             auto_destroy: false,
         }
+    }
+}
+
+/// One `[[services.ports]]` entry; `proxy_proto_options.version` must be `v1` or `v2`.
+fn machine_port(
+    raw: &RawPort,
+    ctx: &Ctx<'_>,
+    service: usize,
+    port: usize,
+) -> Result<godwit_types::machine::MachinePort, LoadError> {
+    let proxy_proto_options = match &raw.proxy_proto_options {
+        Some(options) => {
+            let version = options.version.as_deref().unwrap_or("v1");
+            if version != "v1" && version != "v2" {
+                let path = [
+                    Seg::Key("services"),
+                    Seg::Index(service),
+                    Seg::Key("ports"),
+                    Seg::Index(port),
+                    Seg::Key("proxy_proto_options"),
+                    Seg::Key("version"),
+                ];
+                return Err(ctx.error(&path, format!("{version:?} is not \"v1\" or \"v2\"")));
+            }
+            Some(godwit_types::machine::ProxyProtoOptions {
+                version: version.to_owned(),
+            })
+        }
+        None => None,
+    };
+    Ok(godwit_types::machine::MachinePort {
+        port: raw.port,
+        handlers: raw.handlers.clone(),
+        force_https: raw.force_https,
+        proxy_proto_options,
+        http_options: raw.http_options.as_ref().map(http_options),
+    })
+}
+
+/// `http_options` as the machine config keeps it.
+pub(super) fn http_options(raw: &super::raw::RawHttpOptions) -> godwit_types::machine::HttpOptions {
+    godwit_types::machine::HttpOptions {
+        h2_backend: raw.h2_backend,
     }
 }

@@ -57,6 +57,7 @@ pub(super) struct RawHttpService {
     pub(super) concurrency: Option<RawConcurrency>,
     #[serde(default)]
     pub(super) checks: Vec<RawServiceCheck>,
+    pub(super) http_options: Option<RawHttpOptions>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,18 @@ pub(super) struct RawPort {
     #[serde(default)]
     pub(super) handlers: Vec<String>,
     pub(super) force_https: Option<bool>,
+    pub(super) proxy_proto_options: Option<RawProxyProtoOptions>,
+    pub(super) http_options: Option<RawHttpOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawProxyProtoOptions {
+    pub(super) version: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct RawHttpOptions {
+    pub(super) h2_backend: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

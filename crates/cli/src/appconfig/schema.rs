@@ -33,7 +33,16 @@ static CONCURRENCY: Node = Node::Table(&[
     ("hard_limit", &LEAF),
 ]);
 
-static PORT: Node = Node::Table(&[("port", &LEAF), ("handlers", &LEAF), ("force_https", &LEAF)]);
+static PROXY_PROTO_OPTIONS: Node = Node::Table(&[("version", &LEAF)]);
+static HTTP_OPTIONS: Node = Node::Table(&[("h2_backend", &LEAF)]);
+
+static PORT: Node = Node::Table(&[
+    ("port", &LEAF),
+    ("handlers", &LEAF),
+    ("force_https", &LEAF),
+    ("proxy_proto_options", &PROXY_PROTO_OPTIONS),
+    ("http_options", &HTTP_OPTIONS),
+]);
 static PORTS: Node = Node::Array(&PORT);
 
 static HTTP_SERVICE: Node = Node::Table(&[
@@ -45,6 +54,7 @@ static HTTP_SERVICE: Node = Node::Table(&[
     ("processes", &LEAF),
     ("concurrency", &CONCURRENCY),
     ("checks", &SERVICE_CHECKS),
+    ("http_options", &HTTP_OPTIONS),
 ]);
 
 static SERVICE: Node = Node::Table(&[

@@ -4,6 +4,8 @@ use godwit_types::RestartPolicy;
 
 use super::*;
 
+mod ports;
+
 fn parse(source: &str) -> Result<AppConfig, LoadError> {
     AppConfig::parse(source, "godwit.toml", Path::new("/srv/app"))
 }

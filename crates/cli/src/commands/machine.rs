@@ -70,6 +70,15 @@ pub(super) async fn run(ctx: &Ctx, cmd: MachineCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        MachineCmd::Suspend(args) => {
+            let app = app_name(&args.app)?;
+            let client = ctx.client()?;
+            for id in &args.ids {
+                client.machine_action(&app, id, "suspend", None).await?;
+                output::say(format!("machine {id} suspended"));
+            }
+            Ok(())
+        }
         MachineCmd::Stop(args) => stop_or_restart(ctx, args, "stop").await,
         MachineCmd::Restart(args) => stop_or_restart(ctx, args, "restart").await,
         MachineCmd::Destroy(args) => {
@@ -189,6 +198,8 @@ async fn machine_run(ctx: &Ctx, args: MachineRunArgs) -> anyhow::Result<()> {
                 port: Some(port),
                 handlers: Vec::new(),
                 force_https: None,
+                proxy_proto_options: None,
+                http_options: None,
             }],
             concurrency: None,
             autostop: None,

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use godwit_types::MachineRecord;
 use godwit_types::record::{ACME_BUCKET, AcmeChallengeRecord, CERTS_BUCKET, CertRecord};
+use godwit_types::{HostRecord, MachineRecord};
 
 /// The bucket agents publish their machines to (godwit-agent's `publish.rs`).
 const MACHINES_BUCKET: &str = "godwit_machines";
+/// The bucket agents publish their hosts to (godwit-agent's `publish.rs`).
+const HOSTS_BUCKET: &str = "godwit_hosts";
 
 /// `godwit proxy`.
 #[derive(Args, Debug)]
@@ -31,6 +33,9 @@ pub(crate) struct ProxyArgs {
     /// Region of this proxy (its machines come first)
     #[arg(long, default_value = "local")]
     region: String,
+    /// Log one line per request (request id, app, machine, method, path, status, bytes)
+    #[arg(long)]
+    access_log: bool,
     /// Serve Prometheus metrics at `http://<ADDR>/metrics`
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -59,6 +64,21 @@ pub(crate) struct ProxyArgs {
     /// Stop a machine with autostop on after it had no request for this long
     #[arg(long, value_parser = humantime::parse_duration)]
     autostop_idle: Option<Duration>,
+    /// Worker role: listen here for requests other proxies forward to this host's machines
+    /// (h2c). Every proxy of a cluster must use the same port
+    #[arg(long, value_name = "ADDR")]
+    backhaul_listen: Option<SocketAddr>,
+    /// The host this proxy runs on (its agent's host id): machines of other hosts are
+    /// reached through their host's proxy (needs --backhaul-listen)
+    #[arg(long, requires = "backhaul_listen")]
+    host_id: Option<String>,
+    /// File holding the cluster secret of backhaul requests (default: the --token-file token)
+    #[arg(long)]
+    backhaul_secret_file: Option<PathBuf>,
+    /// Latency shedding: when the nearest region's machines are all at their soft limit, a
+    /// region at most this many milliseconds farther with room takes the request
+    #[arg(long, value_name = "MS")]
+    shed_budget_ms: Option<u64>,
 }
 
 pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
@@ -71,6 +91,17 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         "{} holds no token",
         args.token_file.display()
     );
+    let backhaul_secret = match &args.backhaul_secret_file {
+        Some(path) => {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?
+                .trim()
+                .to_owned();
+            anyhow::ensure!(!secret.is_empty(), "{} holds no secret", path.display());
+            secret
+        }
+        None => token.clone(),
+    };
     super::init_daemon_tracing();
     super::runtime()?.block_on(async move {
         let cancel = super::cancel_on_signals()?;
@@ -80,10 +111,15 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         cfg.https_port = args.https_port;
         cfg.tls = args.cert.zip(args.key);
         cfg.metrics_listen = args.metrics_listen;
+        cfg.access_log = args.access_log;
         if let Some(idle) = args.autostop_idle {
             cfg.autostop_idle = idle;
             cfg.autostop_interval = cfg.autostop_interval.min(idle);
         }
+        cfg.backhaul_listen = args.backhaul_listen;
+        cfg.host_id = args.host_id.clone();
+        cfg.shed_budget = args.shed_budget_ms.map(Duration::from_millis);
+        cfg.backhaul_secret = Some(backhaul_secret);
         let state = godwit_state::StateClient::connect(&args.nats_url)
             .await
             .with_context(|| format!("connect to NATS at {}", args.nats_url))?;
@@ -95,6 +131,18 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             .replica_until(cancel.child_token())
             .await
             .with_context(|| format!("follow the {MACHINES_BUCKET} bucket"))?;
+        if cfg.host_id.is_some() {
+            // Where other hosts' worker proxies are, and their regions.
+            cfg.hosts = Some(
+                state
+                    .records::<HostRecord>(HOSTS_BUCKET, &topology)
+                    .await
+                    .with_context(|| format!("open the {HOSTS_BUCKET} bucket"))?
+                    .replica_until(cancel.child_token())
+                    .await
+                    .with_context(|| format!("follow the {HOSTS_BUCKET} bucket"))?,
+            );
+        }
         // Uploaded and ACME-issued certificates, and open ACME challenges, come from the API
         // through NATS; the store reloads on every change.
         let certs = state

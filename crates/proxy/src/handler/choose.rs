@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::Proxy;
 use super::replay::Pick;
+use crate::backhaul::Rank;
 use crate::balance::Acquired;
 use crate::body::{ProxyBody, error_response};
 use crate::routes::{Health, Target};
@@ -63,7 +64,12 @@ impl Proxy {
             let sleeping = self.nearest_sleeping(&rest, &failed_starts);
             let ready: Vec<Arc<Target>> = ready.into_iter().cloned().collect();
             let any_ready = ready.iter().any(|t| t.health != Health::Critical);
-            if let Some(acquired) = self.loads.acquire(&ready, |_| true, &self.cfg.region) {
+            let acquired =
+                self.loads
+                    .acquire(&ready, |_| true, &self.closeness, self.cfg.shed_budget);
+            // A stopped machine in a nearer region is started rather than going farther.
+            let acquired = acquired.filter(|a| !self.nearer_sleeping(sleeping, &a.target));
+            if let Some(acquired) = acquired {
                 if acquired.over_soft
                     && let Some(sleeping) = sleeping
                 {
@@ -88,7 +94,8 @@ impl Proxy {
                 continue;
             }
             let starting = rest.iter().any(|t| {
-                t.state == MachineState::Starting || self.wakers.is_starting(&t.machine_id)
+                matches!(t.state, MachineState::Starting | MachineState::Suspending)
+                    || self.wakers.is_starting(&t.machine_id)
             });
             if !any_ready && !starting {
                 let (code, message) = if tried.is_empty() {
@@ -139,8 +146,20 @@ impl Proxy {
         let acquired = self.loads.acquire(
             targets,
             |t| self.allows(t, pick, tried) && self.is_ready(t),
-            &self.cfg.region,
+            &self.closeness,
+            self.cfg.shed_budget,
         )?;
+        if self.closeness.rank(&acquired.target.region) != Rank::Own {
+            // Farther than home: the slow path starts a nearer stopped machine, if any.
+            let rest: Vec<&Arc<Target>> = targets
+                .iter()
+                .filter(|t| self.allows(t, pick, tried) && !self.is_ready(t))
+                .collect();
+            let sleeping = self.nearest_sleeping(&rest, &HashSet::new());
+            if self.nearer_sleeping(sleeping, &acquired.target) {
+                return None;
+            }
+        }
         if acquired.over_soft {
             // Every machine is busy: start a stopped one for the next requests.
             let rest: Vec<&Arc<Target>> = targets
@@ -156,13 +175,14 @@ impl Proxy {
 
     fn allows(&self, target: &Target, pick: &Pick, tried: &HashSet<String>) -> bool {
         !target.cordoned
+            && !self.closeness.is_down(&target.host_id)
             && pick.allows(target)
             && (tried.is_empty() || !tried.contains(&target.machine_id))
     }
 
     /// Started, or started by this proxy before the replica caught up. Once the replica
     /// says started, the wake entry has done its job: forget it, so a later stop shows.
-    fn is_ready(&self, target: &Target) -> bool {
+    pub(super) fn is_ready(&self, target: &Target) -> bool {
         if target.state == MachineState::Started {
             self.wakers.caught_up(&target.machine_id);
             return true;
@@ -170,24 +190,28 @@ impl Proxy {
         self.wakers.is_awake(&target.machine_id)
     }
 
-    /// A stopped machine with autostart on, in this region if there is one.
+    /// A stopped (or suspended) machine with autostart on, in the nearest region that has one.
     fn nearest_sleeping<'t>(
         &self,
         targets: &[&'t Arc<Target>],
         failed: &HashSet<String>,
     ) -> Option<&'t Arc<Target>> {
         use MachineState::{Created, Stopped, Suspended};
-        let mut sleeping = targets.iter().copied().filter(|t| {
-            matches!(t.state, Stopped | Suspended | Created)
-                && t.autostart
-                && !failed.contains(&t.machine_id)
-        });
-        let first = sleeping.next()?;
-        Some(
-            std::iter::once(first)
-                .chain(sleeping)
-                .find(|t| t.region == self.cfg.region)
-                .unwrap_or(first),
-        )
+        targets
+            .iter()
+            .copied()
+            .filter(|t| {
+                matches!(t.state, Stopped | Suspended | Created)
+                    && t.autostart
+                    && !failed.contains(&t.machine_id)
+            })
+            // Nearest first; in one region a suspended machine (resumes in ms) first.
+            .min_by_key(|t| (self.closeness.rank(&t.region), t.state != Suspended))
+    }
+
+    /// Whether `sleeping` is in a region nearer than `chosen`'s.
+    fn nearer_sleeping(&self, sleeping: Option<&Arc<Target>>, chosen: &Target) -> bool {
+        sleeping
+            .is_some_and(|s| self.closeness.rank(&s.region) < self.closeness.rank(&chosen.region))
     }
 }

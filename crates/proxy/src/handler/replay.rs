@@ -1,7 +1,13 @@
-//! The `fly-replay` / `godwit-replay` response header: where to send the request again.
+//! The `fly-replay` / `godwit-replay` response header: where to send the request again
+//! (another machine, region or app), and the replay itself.
 
-use http::HeaderMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::{HeaderMap, HeaderValue, Response, StatusCode, request};
+
+use super::Proxy;
+use crate::body::{ProxyBody, RequestBody, error_response};
 use crate::routes::Target;
 
 /// Response headers that ask for a replay.
@@ -12,6 +18,8 @@ pub(crate) const REPLAY_HEADERS: [&str; 2] = ["fly-replay", "godwit-replay"];
 pub(crate) enum Pick {
     /// Any machine of the app.
     Any,
+    /// Any machine of the app but this one (`elsewhere=true` alone).
+    Other(String),
     /// Exactly this machine.
     Instance(String),
     /// Machines in these regions, maybe without the one that asked for the replay.
@@ -24,18 +32,22 @@ pub(crate) enum Pick {
 /// A parsed replay header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Replay {
+    /// Another app to replay to (`app=`); `None` stays in the same app.
+    pub(crate) app: Option<String>,
     pub(crate) pick: Pick,
     pub(crate) state: Option<String>,
 }
 
 /// The replay header of a response, if any (its raw text).
-pub(crate) fn header_of(headers: &HeaderMap) -> Option<&http::HeaderValue> {
+pub(crate) fn header_of(headers: &HeaderMap) -> Option<&HeaderValue> {
     REPLAY_HEADERS.iter().find_map(|name| headers.get(*name))
 }
 
-/// Parses `instance=<id>` or `region=<r>[,<r>...]` plus `elsewhere=true` and `state=<s>`,
-/// separated by `;`. Other keys (`app`, `prefer_instance`, `fallback`...) are refused.
+/// Parses `app=<name>`, `instance=<id>`, `region=<r>[,<r>...]`, `elsewhere=true` and
+/// `state=<s>`, separated by `;`. At least one of app, instance, region or elsewhere must be
+/// given. Other keys (`prefer_instance`, `fallback`...) are refused.
 pub(crate) fn parse(text: &str, from_machine: &str) -> Result<Replay, String> {
+    let mut app = None;
     let mut instance = None;
     let mut regions = None;
     let mut elsewhere = false;
@@ -46,6 +58,7 @@ pub(crate) fn parse(text: &str, from_machine: &str) -> Result<Replay, String> {
             .ok_or_else(|| format!("replay field {pair:?} is not key=value"))?;
         let value = value.trim().trim_matches('"');
         match key.trim().to_ascii_lowercase().as_str() {
+            "app" if !value.is_empty() => app = Some(value.to_ascii_lowercase()),
             "instance" => instance = Some(value.to_owned()),
             "region" => {
                 regions = Some(
@@ -67,9 +80,75 @@ pub(crate) fn parse(text: &str, from_machine: &str) -> Result<Replay, String> {
             regions,
             except: elsewhere.then(|| from_machine.to_owned()),
         },
-        _ => return Err("replay names neither an instance nor a region".to_owned()),
+        _ if elsewhere => Pick::Other(from_machine.to_owned()),
+        _ if app.is_some() => Pick::Any,
+        _ => return Err("replay names no app, instance, region or elsewhere".to_owned()),
     };
-    Ok(Replay { pick, state })
+    Ok(Replay { app, pick, state })
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Sends the request again as `replay` asks (`served_by` answered with it). The target
+    /// gets `fly-replay-src`; its own replay header is refused (`PA02`).
+    pub(super) async fn replay(
+        &self,
+        app: &str,
+        port: u16,
+        parts: &mut request::Parts,
+        body: &mut RequestBody,
+        replay: Replay,
+        served_by: &Target,
+    ) -> Result<(Response<ProxyBody>, Arc<Target>), Response<ProxyBody>> {
+        if !body.is_buffered() {
+            let message = "the request body is over 1 MiB and cannot be replayed";
+            return Err(error_response(
+                StatusCode::BAD_GATEWAY,
+                Some("PA01"),
+                message,
+            ));
+        }
+        let target_app = replay.app.as_deref().unwrap_or(app);
+        if self.routes.app(target_app).is_none() {
+            let message = format!("the replay names app {target_app:?}, which has no machines");
+            return Err(error_response(
+                StatusCode::BAD_GATEWAY,
+                Some("PA04"),
+                &message,
+            ));
+        }
+        self.metrics.replay(app);
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let mut source = format!(
+            "instance={};region={};t={micros}",
+            served_by.machine_id, served_by.region
+        );
+        if replay.app.is_some() {
+            source.push_str(&format!(";app={app}"));
+        }
+        if let Some(state) = &replay.state {
+            source.push_str(&format!(";state={state}"));
+        }
+        if let Ok(value) = HeaderValue::from_str(&source) {
+            parts.headers.insert("fly-replay-src", value);
+        }
+        tracing::debug!(from = %served_by.machine_id, to_app = %target_app, pick = ?replay.pick, "replaying");
+        let (response, target) = self
+            .forward(target_app, port, parts, body, &replay.pick)
+            .await?;
+        if header_of(response.headers()).is_some() {
+            let message = "the replayed request asked for another replay";
+            return Err(error_response(
+                StatusCode::BAD_GATEWAY,
+                Some("PA02"),
+                message,
+            ));
+        }
+        Ok((response, target))
+    }
 }
 
 // === impl Pick ===
@@ -79,6 +158,7 @@ impl Pick {
     pub(crate) fn allows(&self, target: &Target) -> bool {
         match self {
             Pick::Any => true,
+            Pick::Other(id) => target.machine_id != *id,
             Pick::Instance(id) => target.machine_id == *id,
             Pick::Regions { regions, except } => {
                 regions.contains(&target.region) && except.as_ref() != Some(&target.machine_id)
@@ -96,6 +176,7 @@ mod tests {
         let replay = parse("instance=m123;state=abc", "m1").expect("valid");
         assert_eq!(replay.pick, Pick::Instance("m123".into()));
         assert_eq!(replay.state.as_deref(), Some("abc"));
+        assert_eq!(replay.app, None);
         let replay = parse("region=\"iad,ams\"; elsewhere=true", "m1").expect("valid");
         assert_eq!(
             replay.pick,
@@ -104,8 +185,22 @@ mod tests {
                 except: Some("m1".into())
             }
         );
-        assert!(parse("app=other", "m1").is_err());
+        assert!(parse("prefer_instance=m2", "m1").is_err());
         assert!(parse("state=x", "m1").is_err());
         assert!(parse("garbage", "m1").is_err());
+    }
+
+    #[test]
+    fn parses_apps_and_elsewhere() {
+        let replay = parse("app=Other;state=s", "m1").expect("valid");
+        assert_eq!(replay.app.as_deref(), Some("other"));
+        assert_eq!(replay.pick, Pick::Any);
+        let replay = parse("app=other;region=iad", "m1").expect("valid");
+        assert_eq!(replay.app.as_deref(), Some("other"));
+        assert!(matches!(replay.pick, Pick::Regions { except: None, .. }));
+        let replay = parse("elsewhere=true", "m1").expect("valid");
+        assert_eq!(replay.pick, Pick::Other("m1".into()));
+        assert_eq!(replay.app, None);
+        assert!(parse("elsewhere=false", "m1").is_err());
     }
 }

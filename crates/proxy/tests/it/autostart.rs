@@ -249,3 +249,58 @@ async fn a_machine_stopped_soon_after_an_autostart_is_started_again() -> anyhow:
     assert_eq!(starter.starts.load(Ordering::SeqCst), 2);
     Ok(())
 }
+
+/// Counts stops and leaves the replica alone, like an agent slow to publish.
+#[derive(Debug, Default)]
+struct SilentStarter {
+    stops: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Starter for SilentStarter {
+    async fn start(&self, _app: &str, machine_id: &str) -> Result<(), String> {
+        Err(format!("this test does not start machines ({machine_id})"))
+    }
+
+    async fn stop(&self, _app: &str, machine_id: &str) -> Result<(), String> {
+        self.stops.lock().expect("lock").push(machine_id.to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn autostop_counts_a_machine_being_stopped_as_gone_before_the_replica_does()
+-> anyhow::Result<()> {
+    let starter = Arc::new(SilentStarter::default());
+    let (a, b) = (Backend::start("m-a").await, Backend::start("m-b").await);
+    let mut records = Vec::new();
+    for (id, addr) in [("m-a", a.addr), ("m-b", b.addr)] {
+        let mut r = record(id, "pair", addr, MachineState::Started);
+        r.services[0].autostop = Some(serde_json::json!("stop"));
+        r.services[0].min_machines_running = Some(1);
+        records.push(r);
+    }
+    let mut builder = HarnessBuilder::new()
+        .starter(Arc::clone(&starter) as Arc<dyn Starter>)
+        .config(|cfg| {
+            cfg.autostop_idle = Duration::from_millis(100);
+            cfg.autostop_interval = Duration::from_millis(50);
+        });
+    for r in records {
+        builder = builder.record(r);
+    }
+    let _harness = builder.start().await?;
+    wait_until("the first autostop", || {
+        !starter.stops.lock().expect("lock").is_empty()
+    })
+    .await?;
+    // The replica still shows both started. Twenty more passes must neither stop the other
+    // machine (min_machines_running = 1) nor ask for the same stop again.
+    let window = tokio::time::Instant::now() + Duration::from_millis(1000);
+    while tokio::time::Instant::now() < window {
+        let stops = starter.stops.lock().expect("lock").clone();
+        assert_eq!(stops.len(), 1, "stops asked for: {stops:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

@@ -123,3 +123,139 @@ async fn a_replayed_request_cannot_replay_again() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn replays_to_another_app_and_elsewhere() -> anyhow::Result<()> {
+    let front = Backend::start_with(
+        "front",
+        Behaviour {
+            replay: Some(("fly-replay", "app=back;state=s1".to_owned())),
+            replay_always: false,
+        },
+    )
+    .await;
+    let back_a = Backend::start("back-a").await;
+    let back_b = Backend::start("back-b").await;
+    let pinned = Backend::start_with(
+        "pinned",
+        Behaviour {
+            replay: Some(("fly-replay", "app=back;instance=m-back-b".to_owned())),
+            replay_always: false,
+        },
+    )
+    .await;
+    let moving = Backend::start_with(
+        "moving",
+        Behaviour {
+            replay: Some(("fly-replay", "elsewhere=true".to_owned())),
+            replay_always: false,
+        },
+    )
+    .await;
+    let other = Backend::start("other").await;
+    let mut other_record = record("m-other", "mover", other.addr, MachineState::Started);
+    // The replaying machine is in the proxy's region, so it is always chosen first.
+    other_record.region = "iad".to_owned();
+    let harness = HarnessBuilder::new()
+        .record(record(
+            "m-front",
+            "front",
+            front.addr,
+            MachineState::Started,
+        ))
+        .record(record(
+            "m-back-a",
+            "back",
+            back_a.addr,
+            MachineState::Started,
+        ))
+        .record(record(
+            "m-back-b",
+            "back",
+            back_b.addr,
+            MachineState::Started,
+        ))
+        .record(record(
+            "m-pinned",
+            "pinned",
+            pinned.addr,
+            MachineState::Started,
+        ))
+        .record(record(
+            "m-moving",
+            "mover",
+            moving.addr,
+            MachineState::Started,
+        ))
+        .record(other_record)
+        .start()
+        .await?;
+
+    let reply = harness.get("front", "/x").await?;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let echo = reply.echo();
+    assert!(
+        echo["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("back-"))
+    );
+    assert_eq!(echo["headers"]["host"], "front.apps.godwit.test");
+    let source = echo["headers"]["fly-replay-src"].as_str().expect("source");
+    assert!(
+        source.starts_with("instance=m-front;region=ams;t=")
+            && source.ends_with(";app=front;state=s1"),
+        "{source}"
+    );
+
+    for _ in 0..5 {
+        let reply = harness.get("pinned", "/").await?;
+        assert_eq!(reply.served_by(), "back-b", "{reply:?}");
+    }
+    for _ in 0..5 {
+        let reply = harness.get("mover", "/").await?;
+        assert_eq!(reply.served_by(), "other", "{reply:?}");
+    }
+    assert_eq!(moving.served(), 5);
+    assert_eq!(back_a.served() + back_b.served(), 6);
+    Ok(())
+}
+
+#[tokio::test]
+async fn replays_to_unknown_apps_and_lone_machines_fail() -> anyhow::Result<()> {
+    let lost = Backend::start_with(
+        "lost",
+        Behaviour {
+            replay: Some(("fly-replay", "app=nowhere".to_owned())),
+            replay_always: false,
+        },
+    )
+    .await;
+    let alone = Backend::start_with(
+        "alone",
+        Behaviour {
+            replay: Some(("fly-replay", "elsewhere=true".to_owned())),
+            replay_always: false,
+        },
+    )
+    .await;
+    let harness = HarnessBuilder::new()
+        .record(record("m-lost", "lost", lost.addr, MachineState::Started))
+        .record(record(
+            "m-alone",
+            "alone",
+            alone.addr,
+            MachineState::Started,
+        ))
+        .start()
+        .await?;
+    for app in ["lost", "alone"] {
+        let reply = harness.get(app, "/").await?;
+        assert_eq!(reply.status, 502, "{reply:?}");
+        assert_eq!(
+            reply.headers.get("fly-proxy-error").map(String::as_str),
+            Some("PA04"),
+            "{reply:?}"
+        );
+    }
+    Ok(())
+}

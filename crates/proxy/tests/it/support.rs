@@ -233,6 +233,8 @@ pub(crate) fn port(port: u16) -> MachinePort {
         port: Some(port),
         handlers: vec!["http".to_owned()],
         force_https: None,
+        proxy_proto_options: None,
+        http_options: None,
     }
 }
 

@@ -35,7 +35,7 @@ async fn echo_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 /// Polls a connect to `addr` until it succeeds.
-async fn connect_when_listening(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect_when_listening(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         match TcpStream::connect(addr).await {
@@ -58,6 +58,8 @@ async fn ports_without_handlers_are_passed_through_as_raw_tcp() -> anyhow::Resul
         port: Some(public_port),
         handlers: Vec::new(),
         force_https: None,
+        proxy_proto_options: None,
+        http_options: None,
     }];
     let listen_ip: IpAddr = random_loopback();
     let harness = HarnessBuilder::new()
@@ -148,6 +150,8 @@ async fn proxy_proto_ports_send_a_v1_header_first() -> anyhow::Result<()> {
         port: Some(public_port),
         handlers: vec!["proxy_proto".to_owned()],
         force_https: None,
+        proxy_proto_options: None,
+        http_options: None,
     }];
     let listen_ip: IpAddr = random_loopback();
     let _harness = HarnessBuilder::new()

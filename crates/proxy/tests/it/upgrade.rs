@@ -2,19 +2,39 @@
 //! both ways on one upgraded connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{SinkExt as _, StreamExt as _};
+use godwit_proxy::Starter;
 use godwit_types::MachineState;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_websockets::{ClientBuilder, Message, ServerBuilder};
+use tokio_websockets::{ClientBuilder, CloseCode, Message, ServerBuilder};
 
 use crate::backend::random_loopback;
-use crate::support::{Backend, DEADLINE, HarnessBuilder, host, record};
+use crate::support::{Backend, DEADLINE, HarnessBuilder, host, record, wait_until};
+
+/// Adds one to its counter when dropped.
+struct Counted(Arc<AtomicU32>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// A WebSocket server that first tells the client the path and proxy headers it saw, then
 /// echoes every text and binary message.
 async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    echo_backend_counting(Arc::default()).await
+}
+
+/// [`echo_backend`], counting the connections that ended in `closed`.
+async fn echo_backend_counting(
+    closed: Arc<AtomicU32>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
         .await
         .expect("bind a loopback address");
@@ -24,7 +44,9 @@ async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let closed = Arc::clone(&closed);
             tokio::spawn(async move {
+                let _counted = Counted(closed);
                 let Ok((request, mut ws)) = ServerBuilder::new().accept(stream).await else {
                     return;
                 };
@@ -113,5 +135,74 @@ async fn websocket_frames_flow_both_ways_through_the_proxy() -> anyhow::Result<(
     let refused = ClientBuilder::new().uri(&uri)?.connect_on(stream).await;
     assert!(refused.is_err(), "a plain http machine cannot upgrade");
     assert_eq!(plain.served(), 1);
+    Ok(())
+}
+
+/// A starter that only counts stops, and notes how many backend connections had ended at
+/// the first one.
+#[derive(Debug, Default)]
+struct CountingStarter {
+    stops: AtomicU32,
+    backend_closed: Arc<AtomicU32>,
+    closed_at_stop: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Starter for CountingStarter {
+    async fn start(&self, _app: &str, machine_id: &str) -> Result<(), String> {
+        Err(format!("this test does not start machines ({machine_id})"))
+    }
+
+    async fn stop(&self, _app: &str, _machine_id: &str) -> Result<(), String> {
+        if self.stops.fetch_add(1, Ordering::SeqCst) == 0 {
+            let closed = self.backend_closed.load(Ordering::SeqCst);
+            self.closed_at_stop.store(closed, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn autostop_sends_open_websockets_a_close_frame_first() -> anyhow::Result<()> {
+    let starter = Arc::new(CountingStarter::default());
+    let (backend, _task) = echo_backend_counting(Arc::clone(&starter.backend_closed)).await;
+    let mut machine = record("m-ws-stop", "wsstop", backend, MachineState::Started);
+    machine.services[0].autostop = Some(serde_json::json!("stop"));
+    let harness = HarnessBuilder::new()
+        .record(machine)
+        .starter(Arc::clone(&starter) as Arc<dyn Starter>)
+        .config(|cfg| {
+            cfg.autostop_idle = Duration::from_millis(300);
+            cfg.autostop_interval = Duration::from_millis(50);
+        })
+        .start()
+        .await?;
+
+    let stream = TcpStream::connect(harness.http).await?;
+    let uri = format!("ws://{}/live", host("wsstop"));
+    let (mut ws, _) =
+        tokio::time::timeout(DEADLINE, ClientBuilder::new().uri(&uri)?.connect_on(stream))
+            .await
+            .context("websocket handshake timed out")??;
+    let hello = ws.next().await.context("no greeting")??;
+    assert!(hello.is_text());
+    ws.send(Message::text("ping")).await?;
+    let echoed = ws.next().await.context("no echo")??;
+    assert_eq!(echoed.as_text(), Some("ping"));
+
+    // The socket goes quiet: autostop stops the machine, closing the socket first.
+    let message = tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .context("no close frame before the deadline")?
+        .context("the connection ended without a close frame")??;
+    let (code, reason) = message
+        .as_close()
+        .with_context(|| format!("expected a close frame, got {message:?}"))?;
+    assert_eq!(code, CloseCode::GOING_AWAY);
+    assert_eq!(reason, "going away");
+    // (The replica is never told the machine stopped, so later passes may stop it again.)
+    wait_until("the stop", || starter.stops.load(Ordering::SeqCst) >= 1).await?;
+    // The machine's side of the socket was closed before the stop was asked for.
+    assert_eq!(starter.closed_at_stop.load(Ordering::SeqCst), 1);
     Ok(())
 }

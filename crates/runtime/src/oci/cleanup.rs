@@ -26,6 +26,9 @@ impl OciRuntime {
         let paths = self.paths(id);
         let cid = self.container_id(id);
         let runc_state = self.cfg.runc_root.join(&cid);
+        if let Err(error) = self.thaw(id).await {
+            tracing::warn!(machine_id = %id, %error, "failed to thaw the machine before killing it");
+        }
         if runc_state.exists() {
             // Fails if the container already stopped; the delete below still runs.
             let _ = self.runc(["kill", cid.as_str(), "KILL"]).await;

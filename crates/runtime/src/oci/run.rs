@@ -42,7 +42,7 @@ impl OciRuntime {
         };
         if pid_alive_with_arg(shim_pid, &paths.dir) {
             let pid = read_pid(&paths.container_pid).unwrap_or(shim_pid);
-            return Ok(Status::Running { pid });
+            return Ok(self.running_or_paused(id, pid));
         }
         // The shim writes exit.json before exiting: look again before calling it lost.
         if let Some(info) = read_exit(&paths.exit)? {
@@ -59,7 +59,7 @@ impl OciRuntime {
         paths: &MachinePaths,
     ) -> Result<Status, RuntimeError> {
         if let Some(pid) = self.runc_running_pid(id).await {
-            return Ok(Status::Running { pid });
+            return Ok(self.running_or_paused(id, pid));
         }
         tracing::warn!(machine_id = %id, "shim died without recording the exit");
         let info = ExitInfo {
@@ -70,6 +70,14 @@ impl OciRuntime {
         };
         write_exit(&paths.exit, &info)?;
         Ok(Status::Exited(info))
+    }
+
+    fn running_or_paused(&self, id: &str, pid: u32) -> Status {
+        if self.is_frozen(id) {
+            Status::Paused { pid }
+        } else {
+            Status::Running { pid }
+        }
     }
 
     /// The container's pid if runc says it is running (or created/paused).
@@ -91,6 +99,7 @@ impl OciRuntime {
     pub(super) async fn start_machine(&self, id: &str) -> Result<(), RuntimeError> {
         match self.machine_status(id).await? {
             Status::Running { .. } => return Ok(()),
+            Status::Paused { .. } => return self.resume_machine(id).await,
             Status::Absent => return Err(RuntimeError::NotPrepared { id: id.to_owned() }),
             Status::Prepared | Status::Exited(_) => {}
         }
@@ -216,7 +225,7 @@ impl OciRuntime {
         loop {
             match self.machine_status(id).await? {
                 Status::Exited(info) => return Ok(info),
-                Status::Running { .. } => {}
+                Status::Running { .. } | Status::Paused { .. } => {}
                 Status::Absent | Status::Prepared => {
                     return Err(RuntimeError::NotRunning { id: id.to_owned() });
                 }
@@ -245,6 +254,8 @@ impl OciRuntime {
         match self.machine_status(id).await? {
             Status::Exited(info) => return Ok(info),
             Status::Running { .. } => {}
+            // A frozen process cannot act on the stop signal: thaw it first.
+            Status::Paused { .. } => self.thaw(id).await?,
             Status::Absent | Status::Prepared => {
                 return Err(RuntimeError::NotRunning { id: id.to_owned() });
             }
@@ -279,7 +290,10 @@ impl OciRuntime {
     }
 
     pub(super) async fn signal_machine(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        if !matches!(self.machine_status(id).await?, Status::Running { .. }) {
+        if !matches!(
+            self.machine_status(id).await?,
+            Status::Running { .. } | Status::Paused { .. }
+        ) {
             return Err(RuntimeError::NotRunning { id: id.to_owned() });
         }
         let cid = self.container_id(id);

@@ -5,3 +5,4 @@ mod exits;
 mod lifecycle;
 mod logs;
 mod support;
+mod suspend;

@@ -6,6 +6,11 @@
 //! router. The region's first host owns the anycast address (the region's edge). Simulated
 //! users are more nodes ([`World::user`]); faults go through [`World::testbed`].
 //!
+//! State is regional (see `nats.rs`): a JetStream domain per region, each region's records
+//! in its own buckets mirrored into every other region through the hub. Every proxy is also
+//! a backhaul worker on `<host address>:`[`BACKHAUL_PORT`] with its agent's host id and a
+//! shared secret, so an edge reaches machines on other hosts through their host's proxy.
+//!
 //! The world drives the `godwit` binary as subprocesses (it depends on no godwit crate), so
 //! it knows their flags, not their code. Needs root, `nats-server`, `runc` and `nsenter`
 //! (util-linux).
@@ -40,6 +45,8 @@ pub const CP_NODE: &str = "cp";
 pub const API_PORT: u16 = 4280;
 /// Port of every `godwit agent` on its host's address.
 const AGENT_PORT: u16 = 4281;
+/// Port of every proxy's backhaul (worker) listener on its host's address.
+pub const BACKHAUL_PORT: u16 = 4290;
 /// Most hosts a world may have (agent name prefixes end in the host's number).
 const MAX_HOSTS: u32 = 99;
 /// How long API calls may take (creating a machine pulls its image).
@@ -92,6 +99,8 @@ pub struct World {
     api_daemon: Option<usize>,
     token: String,
     next_user: Mutex<u32>,
+    /// The spec's regions as codes.
+    regions: Vec<String>,
 }
 
 // === impl WorldSpec ===

@@ -6,6 +6,14 @@
 //! - `/healthz` answers `ok`
 //! - `/env/<NAME>` answers the value of that environment variable (404 when unset)
 //! - `/exit/<code>` answers, then exits the process with that code
+//! - `/sleep/<ms>` answers `slept <ms> ms in <FLY_REGION>` after that long (load and
+//!   hard-limit tests; at most 60 s)
+//! - `/primary/<region>` (any method) is the classic "writes go to the primary" app: outside
+//!   `<region>` (by `FLY_REGION`) it answers 409 with `fly-replay: region=<region>`, so the
+//!   proxy replays the request there; in `<region>` it answers `written in <region>`
+//! - `/headers` answers the request's headers, one `name: value` line each (names lower-case)
+//!
+//! Every method is accepted on `/primary/…`; elsewhere only GET and HEAD.
 //!
 //! `hello env [NAME]` prints the environment (or one variable) and exits: handy for `exec`.
 //!
@@ -85,6 +93,8 @@ struct Request {
     path: String,
     keep_alive: bool,
     content_length: usize,
+    /// `(lower-case name, value)` in order.
+    headers: Vec<(String, String)>,
 }
 
 /// What to send back, and whether to exit afterwards.
@@ -92,7 +102,12 @@ struct Response {
     status: u16,
     body: String,
     exit_code: Option<i32>,
+    /// Extra `(name, value)` response headers.
+    headers: Vec<(String, String)>,
 }
+
+/// The longest `/sleep/<ms>`.
+const MAX_SLEEP_MS: u64 = 60_000;
 
 fn serve_connection(stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -115,6 +130,7 @@ fn serve_connection(stream: TcpStream) -> std::io::Result<()> {
             200 => "OK",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            409 => "Conflict",
             _ => "Bad Request",
         };
         let connection = if request.keep_alive && response.exit_code.is_none() {
@@ -122,10 +138,15 @@ fn serve_connection(stream: TcpStream) -> std::io::Result<()> {
         } else {
             "close"
         };
+        let extra: String = response
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         write!(
             writer,
             "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             content-length: {}\r\nconnection: {connection}\r\n\r\n{}",
+             {extra}content-length: {}\r\nconnection: {connection}\r\n\r\n{}",
             response.status,
             response.body.len(),
             if request.method == "HEAD" {
@@ -157,6 +178,7 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
     let version = parts.next().unwrap_or("HTTP/1.0").to_owned();
     let mut keep_alive = version == "HTTP/1.1";
     let mut content_length = 0;
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 {
@@ -170,6 +192,7 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
             continue;
         };
         let value = value.trim();
+        headers.push((name.trim().to_ascii_lowercase(), value.to_owned()));
         if name.eq_ignore_ascii_case("connection") {
             keep_alive = value.eq_ignore_ascii_case("keep-alive");
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -181,14 +204,18 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
         path,
         keep_alive,
         content_length,
+        headers,
     }))
 }
 
 fn route(request: &Request) -> Response {
+    let path = request.path.split('?').next().unwrap_or("/");
+    if let Some(primary) = path.strip_prefix("/primary/") {
+        return write_in_primary(primary);
+    }
     if request.method != "GET" && request.method != "HEAD" {
         return Response::text(405, "only GET and HEAD are supported\n");
     }
-    let path = request.path.split('?').next().unwrap_or("/");
     if path == "/" {
         return Response::text(
             200,
@@ -215,11 +242,46 @@ fn route(request: &Request) -> Response {
                 status: 200,
                 body: format!("exiting with code {code}\n"),
                 exit_code: Some(code),
+                headers: Vec::new(),
             },
             Err(_) => Response::text(400, "the exit code must be an integer\n"),
         };
     }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        return match ms.parse::<u64>() {
+            Ok(ms) if ms <= MAX_SLEEP_MS => {
+                std::thread::sleep(Duration::from_millis(ms));
+                let region = env_or("FLY_REGION", "unknown");
+                Response::text(200, &format!("slept {ms} ms in {region}\n"))
+            }
+            _ => Response::text(400, "sleep 0 to 60000 ms\n"),
+        };
+    }
+    if path == "/headers" {
+        let lines: String = request
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\n"))
+            .collect();
+        return Response::text(200, &lines);
+    }
     Response::text(404, "not found\n")
+}
+
+/// `/primary/<region>`: written here in the primary, else replayed there by the proxy.
+fn write_in_primary(primary: &str) -> Response {
+    if primary.is_empty() {
+        return Response::text(400, "name the primary region\n");
+    }
+    let here = env_or("FLY_REGION", "unknown");
+    if here == primary {
+        return Response::text(200, &format!("written in {primary}\n"));
+    }
+    let mut response = Response::text(409, &format!("not the primary ({here}): replay\n"));
+    response
+        .headers
+        .push(("fly-replay".to_owned(), format!("region={primary}")));
+    response
 }
 
 impl Response {
@@ -228,6 +290,7 @@ impl Response {
             status,
             body: body.to_owned(),
             exit_code: None,
+            headers: Vec::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod dev;
 mod harness;
 mod leftovers;
 mod proxy;
+mod regions;
 mod suspend;
 mod update;
 mod world;

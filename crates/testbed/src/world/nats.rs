@@ -1,14 +1,14 @@
-//! The world's nats-server configurations: one JetStream hub in the control plane's netns and
-//! one server per region (on the region's first host) joined to it as a leaf node.
+//! The world's nats-server configurations, in the layout godwit-state's regional buckets
+//! expect (`godwit_state::region_server_config`; the world depends on no godwit crate, so it
+//! writes the same files itself): one JetStream domain per server, hub and spoke.
 //!
-//! There is one JetStream domain, [`HUB_DOMAIN`], and every bucket lives at the hub: the
-//! daemons open plain buckets, not per-region ones, so a domain per region would split their
-//! state. The region servers run without JetStream. A leaf without JetStream does not pass
-//! `$JS.API.>` and `$KV.>` on to the hub by itself (nats-server 2.9 logs "JetStream Not
-//! Extended" and denies them on the leaf connection), so each region server maps them to the
-//! hub's domain prefix (`$JS.hub.API.…`), which the hub maps back: clients of a region server
-//! use plain JetStream and KV subjects as if JetStream were local. Plain NATS traffic stays
-//! local to each region server.
+//! The hub runs in the control plane's netns with JetStream domain [`HUB_DOMAIN`] and accepts
+//! leaf connections. Each region's server (on the region's first host) has JetStream domain
+//! `<region>` and one leaf connection to the hub. Every region's agents write their records
+//! to their own region's buckets (`godwit_machines_<region>`, ...), and every server holds a
+//! mirror of every other region's, fed through the hub (`$JS.<region>.API`). The hub is a
+//! region without hosts: the API reads the mirrors there (its own, empty, buckets are
+//! `…_hub`), so every daemon lists it among `--regions` (see [`state_regions`]).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -19,10 +19,10 @@ pub(super) const CLIENT_PORT: u16 = 4222;
 pub(super) const MONITOR_PORT: u16 = 8222;
 /// Where the hub accepts the region servers' leaf connections.
 pub(super) const LEAF_PORT: u16 = 7422;
-/// The hub's JetStream domain.
+/// The hub's JetStream domain, and the API's state region.
 pub(super) const HUB_DOMAIN: &str = "hub";
 
-/// The hub: JetStream on, accepting leaf connections.
+/// The hub: JetStream domain [`HUB_DOMAIN`], accepting leaf connections.
 pub(super) fn hub_config(name: &str, store_dir: &Path) -> String {
     format!(
         "server_name: {name}\n\
@@ -39,24 +39,29 @@ pub(super) fn hub_config(name: &str, store_dir: &Path) -> String {
     )
 }
 
-/// A region server: no JetStream of its own, one leaf connection to the hub at `hub`, and the
-/// JetStream and KV subjects mapped to the hub's domain.
-pub(super) fn region_config(name: &str, hub: Ipv4Addr) -> String {
+/// Region `region`'s server: JetStream domain `region`, one leaf connection to the hub at
+/// `hub`.
+pub(super) fn region_config(name: &str, region: &str, hub: Ipv4Addr, store_dir: &Path) -> String {
     format!(
         "server_name: {name}\n\
          listen: {listen}\n\
          http: {monitor}\n\
-         mappings {{\n  {js}: {js_hub}\n  {kv}: {kv_hub}\n}}\n\
+         jetstream {{\n  store_dir: {store}\n  domain: {domain}\n}}\n\
          leafnodes {{\n  remotes: [\n    {{ url: {url} }}\n  ]\n}}\n",
         name = quote(name),
+        domain = quote(region),
         listen = quote(&format!("0.0.0.0:{CLIENT_PORT}")),
         monitor = quote(&format!("127.0.0.1:{MONITOR_PORT}")),
+        store = quote(&store_dir.to_string_lossy()),
         url = quote(&format!("nats-leaf://{hub}:{LEAF_PORT}")),
-        js = quote("$JS.API.>"),
-        js_hub = quote(&format!("$JS.{HUB_DOMAIN}.API.>")),
-        kv = quote("$KV.>"),
-        kv_hub = quote(&format!("$JS.{HUB_DOMAIN}.API.$KV.>")),
     )
+}
+
+/// The `--regions` every daemon gets: the world's regions and the hub, comma-separated.
+pub(super) fn state_regions(regions: &[String]) -> String {
+    let mut all: Vec<&str> = regions.iter().map(String::as_str).collect();
+    all.push(HUB_DOMAIN);
+    all.join(",")
 }
 
 /// A double-quoted string of the configuration language (JSON escaping is accepted).
@@ -77,17 +82,18 @@ mod tests {
              jetstream {\n  store_dir: \"/tmp/a \\\"b\\\"\"\n  domain: \"hub\"\n}\n\
              leafnodes {\n  listen: \"0.0.0.0:7422\"\n}\n"
         );
-        let region = region_config("w-syd", Ipv4Addr::new(198, 18, 0, 1));
-        assert!(!region.contains("jetstream"), "{region}");
-        assert!(
-            region.contains(
-                "mappings {\n  \"$JS.API.>\": \"$JS.hub.API.>\"\n  \"$KV.>\": \"$JS.hub.API.$KV.>\"\n}\n"
-            ),
-            "{region}"
+        let region = region_config(
+            "w-syd",
+            "syd",
+            Ipv4Addr::new(198, 18, 0, 1),
+            Path::new("/d/syd-js"),
         );
-        assert!(
-            region.contains("remotes: [\n    { url: \"nats-leaf://198.18.0.1:7422\" }\n  ]"),
-            "{region}"
+        assert_eq!(
+            region,
+            "server_name: \"w-syd\"\nlisten: \"0.0.0.0:4222\"\nhttp: \"127.0.0.1:8222\"\n\
+             jetstream {\n  store_dir: \"/d/syd-js\"\n  domain: \"syd\"\n}\n\
+             leafnodes {\n  remotes: [\n    { url: \"nats-leaf://198.18.0.1:7422\" }\n  ]\n}\n"
         );
+        assert_eq!(state_regions(&["ams".into(), "syd".into()]), "ams,syd,hub");
     }
 }

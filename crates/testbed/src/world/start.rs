@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::daemon;
 use super::ready::{Check, has_leaf_connection, hosts_check, monitor_check};
 use super::{
-    AGENT_PORT, API_PORT, CP_NODE, DOMAIN, MAX_HOSTS, World, WorldError, WorldHost, WorldSpec,
-    cleanup, http, nats,
+    AGENT_PORT, API_PORT, BACKHAUL_PORT, CP_NODE, DOMAIN, MAX_HOSTS, World, WorldError, WorldHost,
+    WorldSpec, cleanup, http, nats,
 };
 use crate::{DelayTable, NodeSpec, Options, Testbed};
 
@@ -72,6 +72,7 @@ impl World {
             api_daemon: None,
             token: String::new(),
             next_user: Mutex::new(0),
+            regions: regions.clone(),
         };
         let edges: Vec<String> = regions
             .iter()
@@ -121,7 +122,11 @@ impl World {
             let edge = self.region_hosts(region)[0].clone();
             let conf = nats_dir.join(format!("{region}.conf"));
             let name = format!("{}-{region}", self.spec.prefix);
-            write_file(&conf, &nats::region_config(&name, self.cp.ipv4))?;
+            let store = nats_dir.join(format!("{region}-js"));
+            write_file(
+                &conf,
+                &nats::region_config(&name, region, self.cp.ipv4, &store),
+            )?;
             let netns = self.node_netns(&edge.node);
             let idx = self.spawn(
                 &edge.node,
@@ -188,6 +193,10 @@ impl World {
             format!("nats://{}:{}", cp.ipv4, nats::CLIENT_PORT),
             "--region".to_owned(),
             cp.region.clone(),
+            "--regions".to_owned(),
+            nats::state_regions(&self.regions),
+            "--state-region".to_owned(),
+            nats::HUB_DOMAIN.to_owned(),
         ];
         let exe = self.spec.godwit_exe.clone();
         let idx = self.spawn(&cp.name, &cp.netns, "api", &exe, &args)?;
@@ -216,8 +225,11 @@ impl World {
     ) -> Result<(), WorldError> {
         let join_file = self.spec.data_dir.join("join-token");
         let token_file = self.spec.data_dir.join("proxy-token");
+        let secret_file = self.spec.data_dir.join("backhaul-secret");
         write_private(&join_file, join_token)?;
         write_private(&token_file, &self.token.clone())?;
+        write_private(&secret_file, &backhaul_secret())?;
+        let state_regions = nats::state_regions(&self.regions);
         let exe = self.spec.godwit_exe.clone();
         let api_url = self.api_url();
         let mut started = Vec::new();
@@ -254,6 +266,8 @@ impl World {
                 &programs.runc.display().to_string(),
                 "--name-prefix",
                 &host.name_prefix,
+                "--regions",
+                &state_regions,
             ]
             .map(str::to_owned)
             .to_vec();
@@ -271,15 +285,23 @@ impl World {
                 &host.region,
                 "--http-listen",
                 "0.0.0.0:80",
+                "--regions",
+                &state_regions,
+                "--backhaul-listen",
+                &format!("{}:{BACKHAUL_PORT}", host.ipv4),
+                "--host-id",
+                &host.node,
+                "--backhaul-secret-file",
+                &secret_file.display().to_string(),
             ]
             .map(str::to_owned)
             .to_vec();
             let netns = self.node_netns(&host.node);
             let agent = self.spawn(&host.node, &netns, "agent", &exe, &agent_args)?;
             let proxy = self.spawn(&host.node, &netns, "proxy", &exe, &proxy_args)?;
-            started.push((host.node.clone(), netns, agent, proxy));
+            started.push((host.node.clone(), host.ipv4, netns, agent, proxy));
         }
-        let agents: Vec<usize> = started.iter().map(|(_, _, agent, _)| *agent).collect();
+        let agents: Vec<usize> = started.iter().map(|(_, _, _, agent, _)| *agent).collect();
         let wanted: Vec<String> = self.hosts.iter().map(|h| h.node.clone()).collect();
         let check = hosts_check(self, wanted);
         self.wait(
@@ -288,10 +310,13 @@ impl World {
             check,
         )
         .await?;
-        for (node, netns, _, proxy) in started {
+        for (node, ipv4, netns, _, proxy) in started {
             let netns = http::netns_path(&netns);
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 80));
-            let check: Check = Arc::new(move || http::accepts_in(&netns, addr));
+            let http_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 80));
+            let backhaul_addr = SocketAddr::from((ipv4, BACKHAUL_PORT));
+            let check: Check = Arc::new(move || {
+                http::accepts_in(&netns, http_addr) && http::accepts_in(&netns, backhaul_addr)
+            });
             self.wait(
                 &[proxy],
                 &format!("the proxy of {node} does not accept connections"),
@@ -362,6 +387,12 @@ fn write_file(path: &Path, text: &str) -> Result<(), WorldError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// A fresh random backhaul secret: 32 hex digits.
+fn backhaul_secret() -> String {
+    let secret: u128 = rand::random();
+    format!("{secret:032x}")
 }
 
 /// Writes a secret readable by its owner only.

@@ -8,6 +8,8 @@
 # Env: BENCH_BIN=<path> uses that bench-proxy binary (else it is built once, release);
 #      H2_STREAMS=<n> concurrent streams per h2load connection (default 1);
 #      PROXY_THREADS=<n> tokio workers of the proxy (default 1).
+# With `perf` installed it also prints each proxy's CPU time per HTTP/1.1 request (task-clock
+# of godwit's worker thread, nginx's worker process, haproxy's process during its wrk run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -19,7 +21,7 @@ for tool in wrk nginx haproxy h2load nats-server; do
   command -v "$tool" >/dev/null || { echo "missing $tool (see the header of $0)" >&2; exit 1; }
 done
 
-BIN=${BENCH_BIN:-target/release/examples/bench-proxy}
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/bench-proxy}
 if [ -z "${BENCH_BIN:-}" ] && [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p godwit-proxy --example bench-proxy
 fi
@@ -40,6 +42,7 @@ wait_http() { # url [curl flags]
 # The proxy and backend run until their stdin (fd 3's pipe) closes.
 mkfifo "$WORK/stdin"
 BENCH_THREADS=${PROXY_THREADS:-1} "$BIN" <"$WORK/stdin" >"$WORK/addrs" 2>"$WORK/bench.log" &
+BENCH_PID=$!
 PIDS+=($!)
 exec 3>"$WORK/stdin"
 for _ in $(seq 1 300); do grep -q proxy= "$WORK/addrs" 2>/dev/null && break; sleep 0.1; done
@@ -74,6 +77,7 @@ http {
 }
 CONF
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
+NGINX_PID=$!
 PIDS+=($!)
 
 HAPROXY_PORT=$(free_port)
@@ -98,6 +102,7 @@ backend backend
   server backend $BACKEND
 CONF
 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
 PIDS+=($!)
 
 wait_http "http://$PROXY/"
@@ -107,12 +112,36 @@ wait_http "http://127.0.0.1:$NGINX_H2_PORT/" --http2-prior-knowledge
 wait_http "http://127.0.0.1:$HAPROXY_H2_PORT/" --http2-prior-knowledge
 wait_http "http://$PROXY/" --http2-prior-knowledge
 
-declare -A RPS P99
+declare -A RPS P99 CPU
+# What to measure with perf during each HTTP/1.1 run: godwit's worker thread (the first
+# tokio-rt-worker; with more workers, the whole process), nginx's worker, haproxy.
+perf_target() { # name
+  case $1 in
+    h1:godwit)
+      if [ "${PROXY_THREADS:-1}" = 1 ]; then
+        echo "-t $(ps -T -p "$BENCH_PID" -o spid=,comm= | awk '$2 == "tokio-rt-worker" {print $1; exit}')"
+      else echo "-p $BENCH_PID"; fi ;;
+    h1:nginx) echo "-p $(pgrep -P "$NGINX_PID" | head -1)" ;;
+    h1:haproxy) echo "-p $HAPROXY_PID" ;;
+  esac
+}
 # wrk's latency ("850.00us", "5.85ms", "1.02s") in ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000} printf "%.2f", v}' <<<"$1"; }
 h1() { # name url
-  local out
+  local out target stat="$WORK/perf-$1.txt" perf_pid=""
+  target=$(perf_target "$1")
+  if command -v perf >/dev/null && [ -n "$target" ]; then
+    # shellcheck disable=SC2086
+    perf stat -e task-clock $target -o "$stat" 2>/dev/null &
+    perf_pid=$!
+  fi
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Host: bench.apps.godwit.test" "$2")
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    CPU[$1]=$(awk -v reqs="$(awk '/requests in/ {print $1}' <<<"$out")" \
+      '/task-clock/ {gsub(",", "", $1); if (reqs > 0) printf "%.1f", $1 * 1000 / reqs}' "$stat")
+  fi
   RPS[$1]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
   P99[$1]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 }
@@ -133,7 +162,7 @@ row() { # name
   esac
   if [ -n "$base" ] && [ "$base" != 0 ]; then ratio=$(awk -v a="${RPS[$1]}" -v b="$base" 'BEGIN {printf "%.2fx", a/b}'); fi
   if [ -n "$pbase" ] && [ "$pbase" != 0.00 ]; then p99ratio=$(awk -v a="${P99[$1]}" -v b="$pbase" 'BEGIN {printf "%.2fx", a/b}'); fi
-  printf '%-20s %10s %10s %14s %14s\n' "$1" "${RPS[$1]}" "${P99[$1]}" "$ratio" "$p99ratio"
+  printf '%-20s %10s %10s %14s %14s %12s\n' "$1" "${RPS[$1]}" "${P99[$1]}" "$ratio" "$p99ratio" "${CPU[$1]:-}"
 }
 
 h1 h1:direct "http://$BACKEND/"
@@ -146,5 +175,5 @@ h2 h2:godwit "http://$PROXY/"
 
 echo "HTTP/1.1: wrk -t$THREADS -c$CONNS -d$DURATION; HTTP/2 (h2c): h2load -D $SECONDS_ -c $CONNS -m $H2_STREAMS -t $THREADS"
 echo "godwit proxy on ${PROXY_THREADS:-1} tokio worker, nginx and haproxy 1 worker/thread; backend on its own thread"
-printf '%-20s %10s %10s %14s %14s\n' target req/s p99-ms "req/s÷nginx" "p99÷nginx"
+printf '%-20s %10s %10s %14s %14s %12s\n' target req/s p99-ms "req/s÷nginx" "p99÷nginx" "cpu-µs/req"
 for name in h1:direct h1:nginx h1:haproxy h1:godwit h2:nginx h2:haproxy h2:godwit; do row "$name"; done

@@ -26,6 +26,7 @@ pub(crate) async fn run(proxy: Arc<Proxy>, starter: Arc<dyn Starter>, cancel: Ca
             _ = tick.tick() => {}
         }
         proxy.upstream.sweep();
+        proxy.h1_pool.sweep();
         // Runs to completion: a stop that was asked for is not abandoned halfway.
         pass(&proxy, starter.as_ref()).await;
     }

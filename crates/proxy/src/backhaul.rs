@@ -64,6 +64,14 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `name` is a backhaul header (the fast path's check of raw header names).
+pub(crate) fn is_internal(name: &str) -> bool {
+    name.as_bytes()
+        .get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"godwit-"))
+        && ALL.iter().any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
 /// What backhaul requests carry for the cluster `secret`: a hash, so the secret itself
 /// (e.g. the API token) never travels.
 pub(crate) fn secret_token(secret: &str) -> HeaderValue {
@@ -110,5 +118,7 @@ mod tests {
         strip(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-other"));
+        assert!(is_internal("Godwit-Client-IP") && is_internal("godwit-load"));
+        assert!(!is_internal("godwit-proxy-error") && !is_internal("fly-client-ip"));
     }
 }

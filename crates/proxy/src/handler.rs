@@ -25,10 +25,10 @@ mod remote;
 mod replay;
 mod upgrade;
 
-pub(crate) use access::LoggedBody;
 use access::served;
+pub(crate) use access::{LoggedBody, write as access_line};
 pub(crate) use headers::Conn;
-pub(crate) use replay::Pick;
+pub(crate) use replay::{Pick, REPLAY_HEADERS};
 
 /// Everything a request needs, shared by every connection of one proxy.
 #[derive(Debug)]
@@ -46,6 +46,8 @@ pub(crate) struct Proxy {
     pub(crate) closeness: Arc<Closeness>,
     /// Connections to other hosts' worker proxies (edge role: `host_id` and a secret set).
     pub(crate) backhaul: Option<BackhaulClient>,
+    /// Idle connections of the HTTP/1.1 fast path.
+    pub(crate) h1_pool: crate::h1::Pool,
     /// The hashed cluster secret backhaul requests must carry.
     backhaul_token: Option<HeaderValue>,
     /// `cfg.region` as a header value.
@@ -77,6 +79,7 @@ impl Proxy {
             .filter(|_| cfg.host_id.is_some())
             .map(BackhaulClient::new);
         let closeness = Arc::new(Closeness::new(&cfg.region));
+        let h1_pool = crate::h1::Pool::new(cfg.upstream_idle_timeout);
         Proxy {
             cfg,
             routes,
@@ -88,6 +91,7 @@ impl Proxy {
             upgrades: Arc::default(),
             closeness,
             backhaul,
+            h1_pool,
             backhaul_token,
             region,
         }
@@ -116,6 +120,7 @@ impl Proxy {
             .await;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::finish_response(response.headers_mut(), version, &request_id, switching);
+        backhaul::strip(response.headers_mut());
         match logged {
             Some((method, path)) => access::log(response, span, method, path, started),
             None => response,
@@ -215,22 +220,13 @@ impl Proxy {
         let Some(replay_header) = replay::header_of(response.headers()) else {
             return served(response, &served_by);
         };
-        let replay = match replay_header.to_str().map_err(|e| e.to_string()) {
-            Ok(text) => replay::parse(text, &served_by.machine_id),
-            Err(e) => Err(e),
-        };
-        let replay = match replay {
-            Ok(replay) => replay,
-            Err(reason) => return error_response(StatusCode::BAD_GATEWAY, Some("PA03"), &reason),
-        };
+        let text = replay_header
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|e| e.to_string());
         drop(response);
-        match self
-            .replay(app, port, &mut parts, &mut body, replay, &served_by)
+        self.replay_as_asked(app, port, &mut parts, &mut body, text, &served_by)
             .await
-        {
-            Ok((response, target)) => served(response, &target),
-            Err(response) => response,
-        }
     }
 
     /// Sends the request to a machine that `pick` allows, trying the next one when a

@@ -15,6 +15,8 @@
 //! machine on another host is reached through that host's worker proxy over backhaul
 //! (h2c between proxies, `backhaul_listen`); regions rank by the RTT measured over it, and
 //! `shed_budget` lets a nearby region take requests when the nearest is at its soft limit.
+//! Plain and TLS HTTP/1.1 requests to machines on this host take a fast path without hyper
+//! (`h1`); everything else, and the rest of a connection after anything unusual, is hyper's.
 //!
 //! Owns routing, load balancing, autostart/autostop and replay. Reads machine state only
 //! from a [`godwit_state::Replica`]; starts and stops machines only through a [`Starter`].
@@ -27,6 +29,7 @@ mod balance;
 mod body;
 mod certs;
 mod config;
+mod h1;
 mod handler;
 mod limit;
 mod listen;

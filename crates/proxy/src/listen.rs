@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ProxyError;
 use crate::certs::tls_accept;
 pub(crate) use crate::certs::tls_config;
+use crate::h1::{self, Rewind};
 use crate::handler::{Conn, Proxy};
 
 /// How long a client may take to finish its TLS handshake.
@@ -61,9 +62,14 @@ pub(crate) async fn run(
         let builder = builder.clone();
         let proxy = Arc::clone(&proxy);
         let tls = tls.clone();
+        let cancel = cancel.clone();
         connections.spawn(async move {
             let mut conn = Conn::new(peer, tls.is_some(), public_port);
             let Some(config) = tls else {
+                // HTTP/1.1 takes the fast path; hyper gets what it leaves (h2c included).
+                let Some(stream) = h1::serve(&proxy, &conn, stream, &cancel).await else {
+                    return;
+                };
                 let service = service(proxy, conn);
                 let connection =
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -85,6 +91,13 @@ pub(crate) async fn run(
                 }
             };
             conn.sni = stream.get_ref().1.server_name().map(str::to_owned);
+            let stream = match stream.get_ref().1.alpn_protocol() {
+                None | Some(b"http/1.1") => match h1::serve(&proxy, &conn, stream, &cancel).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+                Some(_) => Rewind::new(Vec::new(), stream),
+            };
             let service = service(proxy, conn);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {

@@ -88,23 +88,45 @@ impl LoggedBody {
             return;
         };
         let _entered = line.span.enter();
-        let (machine, region) = match &line.machine {
-            Some(target) => (target.machine_id.as_str(), target.region.as_str()),
-            None => ("-", "-"),
-        };
-        tracing::info!(
-            target: "godwit_proxy::access",
-            app = line.app.as_deref().unwrap_or("-"),
-            machine,
-            region,
-            method = %line.method,
-            path = %line.path,
-            status = line.status.as_u16(),
-            bytes = self.bytes,
-            duration_ms = u64::try_from(line.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "access"
+        write(
+            line.app.as_deref(),
+            line.machine.as_deref(),
+            line.method.as_str(),
+            &line.path,
+            line.status.as_u16(),
+            self.bytes,
+            line.started,
         );
     }
+}
+
+/// Writes one access line, in the current span (the request's). The HTTP/1.1 fast path
+/// writes its lines with this too.
+pub(crate) fn write(
+    app: Option<&str>,
+    machine: Option<&Target>,
+    method: &str,
+    path: &str,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+) {
+    let (machine, region) = match machine {
+        Some(target) => (target.machine_id.as_str(), target.region.as_str()),
+        None => ("-", "-"),
+    };
+    tracing::info!(
+        target: "godwit_proxy::access",
+        app = app.unwrap_or("-"),
+        machine,
+        region,
+        method = %method,
+        path = %path,
+        status,
+        bytes,
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "access"
+    );
 }
 
 impl Body for LoggedBody {

@@ -32,6 +32,16 @@ impl Conn {
             port: HeaderValue::from(public_port),
         }
     }
+
+    /// The peer's IP address as a header value.
+    pub(crate) fn client_ip(&self) -> &HeaderValue {
+        &self.client_ip
+    }
+
+    /// The public port as a header value.
+    pub(crate) fn port(&self) -> &HeaderValue {
+        &self.port
+    }
 }
 
 /// Headers that describe one hop and never travel past it (RFC 9110 §7.6.1).

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, request};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, Version, request};
 
-use super::Proxy;
+use super::access::ServedBy;
+use super::{Conn, Proxy, headers, served};
+use crate::backhaul;
 use crate::body::{ProxyBody, RequestBody, error_response};
 use crate::routes::Target;
 
@@ -90,6 +93,60 @@ pub(crate) fn parse(text: &str, from_machine: &str) -> Result<Replay, String> {
 // === impl Proxy ===
 
 impl Proxy {
+    /// A request the HTTP/1.1 fast path sent to `served_by`, which answered with a replay
+    /// header (its text, or why it is not text), replayed as the hyper path replays:
+    /// `request` is the client's (headers rewritten here) with its whole body. Returns the
+    /// response with the client's headers and the machine that gave it.
+    pub(crate) async fn replay_fast(
+        &self,
+        conn: &Conn,
+        app: &str,
+        request: http::Request<Bytes>,
+        request_id: &HeaderValue,
+        text: Result<String, String>,
+        served_by: &Target,
+    ) -> (Response<ProxyBody>, Option<Arc<Target>>) {
+        let (mut parts, body) = request.into_parts();
+        backhaul::strip(&mut parts.headers);
+        headers::prepare_request(&mut parts, conn, &self.region, request_id);
+        let mut body = RequestBody::Buffered(body);
+        let mut response = self
+            .replay_as_asked(
+                app,
+                conn.public_port,
+                &mut parts,
+                &mut body,
+                text,
+                served_by,
+            )
+            .await;
+        headers::finish_response(response.headers_mut(), Version::HTTP_11, request_id, false);
+        backhaul::strip(response.headers_mut());
+        let machine = response.extensions_mut().remove::<ServedBy>().map(|s| s.0);
+        (response, machine)
+    }
+
+    /// Replays the request as the replay header `text` of `served_by`'s response asks; the
+    /// response is marked with the machine that gave it.
+    pub(super) async fn replay_as_asked(
+        &self,
+        app: &str,
+        port: u16,
+        parts: &mut request::Parts,
+        body: &mut RequestBody,
+        text: Result<String, String>,
+        served_by: &Target,
+    ) -> Response<ProxyBody> {
+        let replay = match text.and_then(|text| parse(&text, &served_by.machine_id)) {
+            Ok(replay) => replay,
+            Err(reason) => return error_response(StatusCode::BAD_GATEWAY, Some("PA03"), &reason),
+        };
+        match self.replay(app, port, parts, body, replay, served_by).await {
+            Ok((response, target)) => served(response, &target),
+            Err(response) => response,
+        }
+    }
+
     /// Sends the request again as `replay` asks (`served_by` answered with it). The target
     /// gets `fly-replay-src`; its own replay header is refused (`PA02`).
     pub(super) async fn replay(

@@ -17,7 +17,7 @@ mod regions;
 mod tunnel;
 mod world;
 
-use world::{Node, SECRET, World};
+pub(crate) use world::{Node, SECRET, World};
 
 pub(crate) fn machine(
     id: &str,

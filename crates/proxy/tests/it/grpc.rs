@@ -1,5 +1,6 @@
 //! `h2_backend`: a service port with `http_options = { h2_backend = true }` is forwarded to
-//! the machine over h2c, trailers included (gRPC status), for clients on h2c and on TLS.
+//! the machine over h2c, trailers included (gRPC status), for clients on h2c and on TLS (and
+//! HTTP/1.1 clients, without trailers).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -133,5 +134,12 @@ async fn h2_backends_get_h2c_and_trailers_come_back() -> anyhow::Result<()> {
     let (body, status) = call(tls, "https", "grpc").await?;
     assert_eq!(body, "HTTP/2.0 te=trailers");
     assert_eq!(status.as_deref(), Some("0"));
+
+    // HTTP/1.1 to the proxy: the fast path leaves h2c machines to hyper.
+    let reply = harness.get("grpc", "/").await?;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "HTTP/2.0 te=trailers")
+    );
     Ok(())
 }

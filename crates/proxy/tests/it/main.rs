@@ -6,6 +6,7 @@ mod autostart;
 mod backend;
 mod backhaul;
 mod certs;
+mod fastpath;
 mod grpc;
 mod health;
 mod limits;

@@ -27,7 +27,7 @@ impl Drop for Counted {
 
 /// A WebSocket server that first tells the client the path and proxy headers it saw, then
 /// echoes every text and binary message.
-async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub(crate) async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     echo_backend_counting(Arc::default()).await
 }
 

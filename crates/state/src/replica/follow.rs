@@ -75,7 +75,11 @@ pub(super) async fn run<T: Record>(
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = follow(watch, &shared, source) => {}
+            followed = follow(watch, &shared, source) => {
+                if matches!(followed, Followed::ClientGone) {
+                    break;
+                }
+            }
         }
         warn!("replica watch ended, reloading");
         let reopen = reopen(&store.name, &store, &client);
@@ -102,7 +106,7 @@ async fn reopen(bucket: &str, store: &kv::Store, client: &async_nats::Client) ->
 
 /// Loads the bucket into a fresh table, swaps it in, then applies changes one by one until
 /// the message stream ends.
-async fn follow<T: Record>(watch: Watch, shared: &Shared<T>, source: usize) {
+async fn follow<T: Record>(watch: Watch, shared: &Shared<T>, source: usize) -> Followed {
     let Watch {
         mut messages,
         initial_pending,
@@ -116,6 +120,12 @@ async fn follow<T: Record>(watch: Watch, shared: &Shared<T>, source: usize) {
     while let Some(next) = messages.next().await {
         let message = match next {
             Ok(message) => message,
+            // The client's connection task is gone (runtime shutdown): the consumer cannot
+            // be polled again (it panics), and there is nothing left to follow.
+            Err(error) if is_client_gone(&error) => {
+                debug!(%error, "replica watch ends with its client");
+                return Followed::ClientGone;
+            }
             Err(error) if errors_in_a_row < MAX_ERRORS_IN_A_ROW => {
                 // The ordered consumer recreates itself after this (e.g. a NATS restart).
                 warn!(%error, "replica watch interrupted, resuming");
@@ -124,7 +134,7 @@ async fn follow<T: Record>(watch: Watch, shared: &Shared<T>, source: usize) {
             }
             Err(error) => {
                 warn!(%error, "replica watch keeps failing, reopening it");
-                return;
+                return Followed::Ended;
             }
         };
         errors_in_a_row = 0;
@@ -142,6 +152,22 @@ async fn follow<T: Record>(watch: Watch, shared: &Shared<T>, source: usize) {
             None => shared.apply(source, update),
         }
     }
+    Followed::Ended
+}
+
+/// How a watch ended.
+enum Followed {
+    /// The message stream ended or kept failing: reopen it.
+    Ended,
+    /// The client was dropped: stop.
+    ClientGone,
+}
+
+/// Whether the ordered consumer failed because its client's connection state is gone, after
+/// which polling it again panics (async-nats 0.51).
+fn is_client_gone(error: &push::OrderedError) -> bool {
+    error.kind() == push::OrderedErrorKind::Other
+        && error.to_string().contains("state watcher dropped")
 }
 
 /// The update carried by one stream message, and how many messages the consumer still has

@@ -62,7 +62,8 @@ pub struct WorldSpec {
     /// Where the daemons keep their state, and `logs/<node>-<proc>.log`. Must not hold an
     /// earlier world's API (remove it first, after [`World::sweep`]).
     pub data_dir: PathBuf,
-    /// Region codes (`ams`) or cities; the first one also hosts the control plane.
+    /// Region codes (`ams`) or cities. The control plane (and the JetStream hub) goes to the
+    /// region where state between the others detours least (the first listed on a tie).
     pub regions: Vec<String>,
     /// Hosts per region (at least 1).
     pub hosts_per_region: u32,

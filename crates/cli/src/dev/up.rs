@@ -45,8 +45,8 @@ pub(super) struct UpArgs {
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// Start a multi-region world instead: every host in its own network namespace, joined by
-    /// a WAN with real city-to-city delays (region codes or cities, comma-separated; the first
-    /// also hosts the control plane)
+    /// a WAN with real city-to-city delays (region codes or cities, comma-separated; the
+    /// control plane goes to the region through which state between the others detours least)
     #[arg(long, value_delimiter = ',', value_name = "REGIONS")]
     regions: Vec<String>,
     /// Hosts per region of a multi-region world

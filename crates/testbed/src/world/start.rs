@@ -362,6 +362,7 @@ fn check_spec(spec: &WorldSpec) -> Result<Vec<String>, WorldError> {
         }
         codes.push(code);
     }
+    hub_first(&mut codes, table);
     let hosts = u32::try_from(codes.len())
         .unwrap_or(u32::MAX)
         .saturating_mul(spec.hosts_per_region);
@@ -411,4 +412,53 @@ fn write_private(path: &Path, text: &str) -> Result<(), WorldError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// Moves the region that should hold the control plane (and the JetStream hub) to the front.
+/// State between two other regions crosses the hub, so the hub goes where the worst detour
+/// (`a→hub + hub→b − a→b`, over every pair) is smallest; ties keep the first listed. For ams,
+/// iad, syd that is iad (ams→iad→syd is 5 ms longer than ams→syd), not ams (iad→ams→syd:
+/// 79 ms longer than iad→syd).
+fn hub_first(codes: &mut [String], table: &DelayTable) {
+    let one_way = |a: &str, b: &str| table.one_way(a, b).unwrap_or_default();
+    let worst_detour = |hub: &str| {
+        let mut worst = std::time::Duration::ZERO;
+        for a in codes.iter() {
+            for b in codes.iter() {
+                let via = one_way(a, hub) + one_way(hub, b);
+                worst = worst.max(via.saturating_sub(one_way(a, b)));
+            }
+        }
+        worst
+    };
+    let mut best = 0;
+    let mut best_detour = worst_detour(&codes[0]);
+    for (i, hub) in codes.iter().enumerate().skip(1) {
+        let detour = worst_detour(hub);
+        if detour < best_detour {
+            (best, best_detour) = (i, detour);
+        }
+    }
+    codes[..=best].rotate_right(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(regions: &[&str]) -> Vec<String> {
+        let mut codes: Vec<String> = regions.iter().map(|r| (*r).to_owned()).collect();
+        hub_first(&mut codes, DelayTable::embedded());
+        codes
+    }
+
+    #[test]
+    fn the_hub_goes_where_no_pair_detours_far() {
+        assert_eq!(order(&["ams", "iad", "syd"]), ["iad", "ams", "syd"]);
+        assert_eq!(order(&["syd", "ams", "iad"]), ["iad", "syd", "ams"]);
+        // Two regions never detour: the first listed keeps the control plane.
+        assert_eq!(order(&["ams", "syd"]), ["ams", "syd"]);
+        assert_eq!(order(&["syd", "ams"]), ["syd", "ams"]);
+        assert_eq!(order(&["fra"]), ["fra"]);
+    }
 }

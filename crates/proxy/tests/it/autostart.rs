@@ -10,7 +10,9 @@ use godwit_proxy::Starter;
 use godwit_state::Bucket;
 use godwit_types::{MachineRecord, MachineState};
 
-use crate::support::{Backend, Behaviour, HarnessBuilder, dead_addr, limits, record, wait_until};
+use crate::support::{
+    Backend, Behaviour, HarnessBuilder, dead_addr, limits, publish_state, record, wait_until,
+};
 
 /// Starts and stops real backends and publishes their records, like an agent would.
 #[derive(Debug, Default)]
@@ -30,21 +32,8 @@ impl BackendStarter {
     }
 
     async fn publish(&self, machine_id: &str, state: MachineState) -> Result<(), String> {
-        let bucket = self
-            .bucket
-            .lock()
-            .expect("lock")
-            .clone()
-            .ok_or("no bucket")?;
-        let key = godwit_state::key_for(machine_id);
-        let mut record = bucket
-            .get(&key)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no record")?;
-        record.state = state;
-        bucket.put(&key, &record).await.map_err(|e| e.to_string())?;
-        Ok(())
+        let bucket = self.bucket.lock().expect("lock").clone();
+        publish_state(bucket.as_ref(), machine_id, state).await
     }
 }
 

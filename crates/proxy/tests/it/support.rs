@@ -271,3 +271,21 @@ impl Starter for RefusingStarter {
         Err(format!("this test does not stop machines ({machine_id})"))
     }
 }
+
+/// Sets the state of `machine_id`'s record in `bucket`, as its agent would publish it.
+pub(crate) async fn publish_state(
+    bucket: Option<&Bucket<MachineRecord>>,
+    machine_id: &str,
+    state: MachineState,
+) -> Result<(), String> {
+    let bucket = bucket.ok_or("no bucket")?;
+    let key = godwit_state::key_for(machine_id);
+    let mut record = bucket
+        .get(&key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no record")?;
+    record.state = state;
+    bucket.put(&key, &record).await.map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -11,7 +11,9 @@ use godwit_proxy::Starter;
 use godwit_state::Bucket;
 use godwit_types::{MachineRecord, MachineState};
 
-use crate::support::{Backend, Behaviour, HarnessBuilder, dead_addr, record, wait_until};
+use crate::support::{
+    Backend, Behaviour, HarnessBuilder, dead_addr, publish_state, record, wait_until,
+};
 
 /// Runs real backends and publishes their records like an agent: `suspend` takes the
 /// backend off its port and publishes `suspended`, `start` brings it back.
@@ -40,21 +42,8 @@ impl SuspendingStarter {
     }
 
     async fn publish(&self, machine_id: &str, state: MachineState) -> Result<(), String> {
-        let bucket = self
-            .bucket
-            .lock()
-            .expect("lock")
-            .clone()
-            .ok_or("no bucket")?;
-        let key = godwit_state::key_for(machine_id);
-        let mut record = bucket
-            .get(&key)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no record")?;
-        record.state = state;
-        bucket.put(&key, &record).await.map_err(|e| e.to_string())?;
-        Ok(())
+        let bucket = self.bucket.lock().expect("lock").clone();
+        publish_state(bucket.as_ref(), machine_id, state).await
     }
 
     fn take_backend(&self, machine_id: &str) {

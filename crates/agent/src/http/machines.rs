@@ -128,13 +128,7 @@ pub(crate) async fn start(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<StateChangeResponse>, ApiError> {
-    let guard = agent
-        .lock_machine(&id, "start", LOCK_WAIT)
-        .await
-        .map_err(|b| ApiError::from((id.clone(), b)))?;
-    let row = must_find(&agent, &id)?;
-    check_lease(&row, &headers)?;
-    refuse_destroying(&row)?;
+    let (guard, row) = lock_for_change(&agent, &id, "start", &headers).await?;
     let previous_state = row.state;
     if previous_state != MachineState::Started {
         let payload = StartPayload {
@@ -155,13 +149,7 @@ pub(crate) async fn suspend(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<StateChangeResponse>, ApiError> {
-    let guard = agent
-        .lock_machine(&id, "suspend", LOCK_WAIT)
-        .await
-        .map_err(|b| ApiError::from((id.clone(), b)))?;
-    let row = must_find(&agent, &id)?;
-    check_lease(&row, &headers)?;
-    refuse_destroying(&row)?;
+    let (guard, row) = lock_for_change(&agent, &id, "suspend", &headers).await?;
     let previous_state = row.state;
     match previous_state {
         MachineState::Suspended => {}
@@ -243,13 +231,7 @@ async fn stop_machine(
     signal: Option<i32>,
     timeout: Option<Duration>,
 ) -> Result<StateChangeResponse, ApiError> {
-    let guard = agent
-        .lock_machine(id, "stop", LOCK_WAIT)
-        .await
-        .map_err(|b| ApiError::from((id.to_owned(), b)))?;
-    let row = must_find(agent, id)?;
-    check_lease(&row, headers)?;
-    refuse_destroying(&row)?;
+    let (guard, row) = lock_for_change(agent, id, "stop", headers).await?;
     let previous_state = row.state;
     if matches!(
         previous_state,
@@ -308,6 +290,24 @@ pub(crate) async fn destroy(
     }
     ops::execute(&agent, guard, &id, OpKind::Destroy, serde_json::json!({})).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// The prologue of every state change: lock the machine for `op`, find it, check the caller's
+/// lease and that it is not being destroyed.
+async fn lock_for_change(
+    agent: &std::sync::Arc<crate::agent::Agent>,
+    id: &str,
+    op: &'static str,
+    headers: &HeaderMap,
+) -> Result<(crate::agent::MachineGuard, crate::db::MachineRow), ApiError> {
+    let guard = agent
+        .lock_machine(id, op, LOCK_WAIT)
+        .await
+        .map_err(|b| ApiError::from((id.to_owned(), b)))?;
+    let row = must_find(agent, id)?;
+    check_lease(&row, headers)?;
+    refuse_destroying(&row)?;
+    Ok((guard, row))
 }
 
 fn refuse_destroying(row: &crate::db::MachineRow) -> Result<(), ApiError> {

@@ -2,6 +2,9 @@
 # Benchmarks godwit-proxy against a direct connection, nginx and haproxy (one worker each)
 # in front of the same small HTTP/1.1 backend: wrk for HTTP/1.1, h2load for HTTP/2 (the
 # proxies' h2c, prior knowledge). Prints req/s and p99 for each and the ratios to nginx.
+# nginx and haproxy set the request headers godwit's proxy sets (Via, Fly-*, X-Forwarded-*),
+# so every proxy does the same work; `h1:nginx-bare` is nginx setting only Host and
+# X-Forwarded-For, for comparison.
 # Needs: wrk, nginx, haproxy, h2load, nats-server
 #   (apt-get install -y wrk nginx-light haproxy nghttp2-client nats-server).
 # Usage: scripts/bench-proxy.sh [duration=10s] [connections=64] [wrk threads=2]
@@ -52,6 +55,7 @@ PROXY=$(sed -n 's/.*proxy=\([^ ]*\).*/\1/p' "$WORK/addrs")
 
 NGINX_PORT=$(free_port)
 NGINX_H2_PORT=$(free_port)
+NGINX_BARE_PORT=$(free_port)
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -63,9 +67,30 @@ http {
   # The default (1000) closes client connections mid-run; h2load does not reconnect.
   keepalive_requests 100000000;
   upstream backend { server $BACKEND; keepalive 128; keepalive_requests 100000000; }
+  # The same request headers godwit's proxy adds (handler/headers.rs), so both do the same
+  # work and the backend parses the same heads.
   server {
     listen 127.0.0.1:$NGINX_PORT;
     listen 127.0.0.1:$NGINX_H2_PORT http2;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header Via "1.1 nginx";
+      proxy_set_header Fly-Client-IP \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-SSL off;
+      proxy_set_header Fly-Forwarded-Port \$server_port;
+      proxy_set_header Fly-Region ams;
+      proxy_set_header Fly-Request-Id \$request_id-ams;
+    }
+  }
+  # nginx as commonly configured: only Host and X-Forwarded-For.
+  server {
+    listen 127.0.0.1:$NGINX_BARE_PORT;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -97,6 +122,15 @@ defaults
 frontend bench
   bind 127.0.0.1:$HAPROXY_PORT
   bind 127.0.0.1:$HAPROXY_H2_PORT proto h2
+  # The same request headers as godwit's proxy and the nginx server above.
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header Via "1.1 haproxy"
+  http-request set-header Fly-Client-IP %[src]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-SSL off
+  http-request set-header Fly-Forwarded-Port %[dst_port]
+  http-request set-header Fly-Region ams
+  http-request set-header Fly-Request-Id %[uuid]-ams
   default_backend backend
 backend backend
   server backend $BACKEND
@@ -107,6 +141,7 @@ PIDS+=($!)
 
 wait_http "http://$PROXY/"
 wait_http "http://127.0.0.1:$NGINX_PORT/"
+wait_http "http://127.0.0.1:$NGINX_BARE_PORT/"
 wait_http "http://127.0.0.1:$HAPROXY_PORT/"
 wait_http "http://127.0.0.1:$NGINX_H2_PORT/" --http2-prior-knowledge
 wait_http "http://127.0.0.1:$HAPROXY_H2_PORT/" --http2-prior-knowledge
@@ -121,7 +156,7 @@ perf_target() { # name
       if [ "${PROXY_THREADS:-1}" = 1 ]; then
         echo "-t $(ps -T -p "$BENCH_PID" -o spid=,comm= | awk '$2 == "tokio-rt-worker" {print $1; exit}')"
       else echo "-p $BENCH_PID"; fi ;;
-    h1:nginx) echo "-p $(pgrep -P "$NGINX_PID" | head -1)" ;;
+    h1:nginx|h1:nginx-bare) echo "-p $(pgrep -P "$NGINX_PID" | head -1)" ;;
     h1:haproxy) echo "-p $HAPROXY_PID" ;;
   esac
 }
@@ -167,6 +202,7 @@ row() { # name
 
 h1 h1:direct "http://$BACKEND/"
 h1 h1:nginx "http://127.0.0.1:$NGINX_PORT/"
+h1 h1:nginx-bare "http://127.0.0.1:$NGINX_BARE_PORT/"
 h1 h1:haproxy "http://127.0.0.1:$HAPROXY_PORT/"
 h1 h1:godwit "http://$PROXY/"
 h2 h2:nginx "http://127.0.0.1:$NGINX_H2_PORT/"
@@ -176,4 +212,4 @@ h2 h2:godwit "http://$PROXY/"
 echo "HTTP/1.1: wrk -t$THREADS -c$CONNS -d$DURATION; HTTP/2 (h2c): h2load -D $SECONDS_ -c $CONNS -m $H2_STREAMS -t $THREADS"
 echo "godwit proxy on ${PROXY_THREADS:-1} tokio worker, nginx and haproxy 1 worker/thread; backend on its own thread"
 printf '%-20s %10s %10s %14s %14s %12s\n' target req/s p99-ms "req/s÷nginx" "p99÷nginx" "cpu-µs/req"
-for name in h1:direct h1:nginx h1:haproxy h1:godwit h2:nginx h2:haproxy h2:godwit; do row "$name"; done
+for name in h1:direct h1:nginx h1:nginx-bare h1:haproxy h1:godwit h2:nginx h2:haproxy h2:godwit; do row "$name"; done

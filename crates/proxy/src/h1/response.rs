@@ -167,6 +167,13 @@ pub(crate) fn write_own(
         _ => b"",
     };
     put(out, b"content-length", body.len().to_string().as_bytes());
+    // Machines' answers carry their own Date; the proxy's own ones get it here, as hyper
+    // gives it to the answers of the hyper path.
+    put(
+        out,
+        b"date",
+        httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes(),
+    );
     finish(out, request_id, close);
     if !to_head {
         out.extend_from_slice(body);

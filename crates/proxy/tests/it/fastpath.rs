@@ -197,6 +197,11 @@ async fn a_machine_closing_mid_response_cuts_the_response() -> anyhow::Result<()
     let reply = harness.get("silent", "/").await?;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.headers["fly-proxy-error"], "PU01");
+    let date = reply
+        .headers
+        .get("date")
+        .expect("the proxy's own answer has a Date");
+    httpdate::parse_http_date(date)?;
     assert_eq!(harness.get("hello", "/").await?.status, 200);
     Ok(())
 }

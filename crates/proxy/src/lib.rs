@@ -6,7 +6,8 @@
 //! connections on the next machine, starts stopped machines on demand, stops idle ones, and
 //! replays requests named by a `fly-replay` response header (to a machine, region or another
 //! app). Ports with `force_https` get a 301 to HTTPS on the http listener; raw TCP ports with
-//! the `proxy_proto` handler get a PROXY protocol v1 (or v2) header first; ports with
+//! the `proxy_proto` handler get a PROXY protocol v1 (or v2) header first, and those with the `tls`
+//! handler have TLS terminated by the proxy; ports with
 //! `h2_backend` are forwarded over h2c, trailers included (gRPC); open WebSockets get a
 //! close frame (1001) before autostop stops their machine; `access_log` writes one line per
 //! request, and every line logged for a request carries its id; each app may have at most `max_connections_per_app`
@@ -177,10 +178,14 @@ async fn run(
         starter,
         cancel.child_token(),
     ));
-    let tcp = proxy
-        .cfg
-        .tcp_listen_ip
-        .map(|ip| tokio::spawn(tcp::run(Arc::clone(&proxy), ip, cancel.child_token())));
+    let tcp = proxy.cfg.tcp_listen_ip.map(|ip| {
+        tokio::spawn(tcp::run(
+            Arc::clone(&proxy),
+            ip,
+            tls.clone(),
+            cancel.child_token(),
+        ))
+    });
     let backhaul = backhaul_listener.map(|listener| {
         tokio::spawn(backhaul::serve(
             Arc::clone(&proxy),

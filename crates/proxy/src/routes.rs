@@ -63,8 +63,11 @@ pub(crate) enum ProxyProto {
 pub(crate) struct AppRoutes {
     /// Public port → the machines with a service there.
     by_port: Vec<(u16, Vec<Arc<Target>>)>,
-    /// Public ports offered as raw TCP (no handlers, or only `proxy_proto`).
+    /// Public ports offered as raw TCP (no handlers, or only `tls` and `proxy_proto`).
     raw_ports: BTreeSet<u16>,
+    /// Raw TCP ports where the proxy terminates TLS (handler `tls`) before passing the
+    /// bytes on.
+    tls_ports: BTreeSet<u16>,
     /// Public ports where some machine asks for plain HTTP to be redirected to HTTPS.
     force_https: BTreeSet<u16>,
     /// Every machine with a service, by its first service (autostop).
@@ -85,6 +88,8 @@ struct Index {
 
 /// The port handler asking for a PROXY protocol header towards the machine.
 const PROXY_PROTO_HANDLER: &str = "proxy_proto";
+/// The port handler asking the proxy to terminate TLS.
+const TLS_HANDLER: &str = "tls";
 
 /// Soft limit when a service names no concurrency (the reference system's default).
 const DEFAULT_SOFT_LIMIT: u32 = 20;
@@ -253,8 +258,15 @@ impl AppRoutes {
             for service in &record.services {
                 for port in &service.ports {
                     let Some(number) = port.port else { continue };
-                    if port.handlers.iter().all(|h| h == PROXY_PROTO_HANDLER) {
+                    let raw = port
+                        .handlers
+                        .iter()
+                        .all(|h| h == PROXY_PROTO_HANDLER || h == TLS_HANDLER);
+                    if raw {
                         routes.raw_ports.insert(number);
+                        if port.handlers.iter().any(|h| h == TLS_HANDLER) {
+                            routes.tls_ports.insert(number);
+                        }
                     }
                     if port.force_https == Some(true) {
                         routes.force_https.insert(number);
@@ -284,6 +296,11 @@ impl AppRoutes {
     /// Whether plain HTTP requests on public `port` are redirected to HTTPS.
     pub(crate) fn forces_https(&self, port: u16) -> bool {
         self.force_https.contains(&port)
+    }
+
+    /// Whether the proxy terminates TLS on raw TCP `port` (handler `tls`).
+    pub(crate) fn terminates_tls(&self, port: u16) -> bool {
+        self.tls_ports.contains(&port)
     }
 
     /// Every machine with a service (for autostop, whatever the port).

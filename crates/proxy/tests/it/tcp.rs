@@ -1,8 +1,10 @@
 //! Raw TCP services: a port offered with no handlers gets its own listener, and bytes flow
 //! both ways to a real TCP echo machine; the listener goes when the port is no longer
-//! offered.
+//! offered. Ports with the `tls` handler are reached over TLS, the machine getting the
+//! bytes in the clear.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -12,7 +14,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::random_loopback;
-use crate::support::{DEADLINE, HarnessBuilder, record};
+use crate::support::{DEADLINE, HarnessBuilder, host, record};
+use crate::tls::must_make_certs;
 
 /// A TCP server that writes back whatever it reads.
 async fn echo_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -179,5 +182,105 @@ async fn proxy_proto_ports_send_a_v1_header_first() -> anyhow::Result<()> {
         .await
         .context("no echo")??;
     assert_eq!(&echoed, b"ping\n");
+    Ok(())
+}
+
+/// A TLS client of `public` trusting `ca`, naming `server_name` in its SNI.
+async fn tls_connect(
+    public: SocketAddr,
+    ca: &std::path::Path,
+    server_name: &str,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = connect_when_listening(public).await?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())?;
+    Ok(tokio::time::timeout(DEADLINE, connector.connect(name, tcp))
+        .await
+        .context("no TLS handshake")??)
+}
+
+#[tokio::test]
+async fn tls_ports_are_terminated_by_the_proxy_then_passed_through() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ca, cert, key) = must_make_certs(dir.path());
+    let (echo, _echo_task) = echo_machine().await;
+    let (pp, _pp_task) = proxy_proto_machine().await;
+    let tls_port = 20_000 + rand::random::<u16>() % 20_000;
+    let pp_port = tls_port + 20_000;
+    let port = |number: u16, handlers: &[&str]| MachinePort {
+        port: Some(number),
+        handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),
+        force_https: None,
+        proxy_proto_options: None,
+        http_options: None,
+    };
+    let mut plain = record("m-tls", "tlsraw", echo, MachineState::Started);
+    plain.services[0].ports = vec![port(tls_port, &["tls"])];
+    let mut with_header = record("m-tlspp", "tlspp", pp, MachineState::Started);
+    with_header.services[0].ports = vec![port(pp_port, &["tls", "proxy_proto"])];
+    let listen_ip: IpAddr = random_loopback();
+    let _harness = HarnessBuilder::new()
+        .record(plain)
+        .record(with_header)
+        .config(move |cfg| cfg.tcp_listen_ip = Some(listen_ip))
+        .https()
+        .start_with_tls(Some((cert, key)))
+        .await?;
+
+    // The machine gets the bytes in the clear; the client gets them back over TLS.
+    let public = SocketAddr::new(listen_ip, tls_port);
+    let mut client = tls_connect(public, &ca, &host("tlsraw")).await?;
+    assert_eq!(
+        client.get_ref().1.alpn_protocol(),
+        None,
+        "raw TCP offers no ALPN"
+    );
+    let message = b"over tls\n".repeat(2000);
+    client.write_all(&message).await?;
+    let mut echoed = vec![0; message.len()];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
+        .await
+        .context("no echo")??;
+    assert_eq!(echoed, message);
+
+    // With proxy_proto too: the header names the TCP client, then the decrypted bytes.
+    let public = SocketAddr::new(listen_ip, pp_port);
+    let client = tls_connect(public, &ca, &host("tlspp")).await?;
+    let client_addr = client.get_ref().0.local_addr()?;
+    let mut client = tokio::io::BufReader::new(client);
+    let mut line = String::new();
+    tokio::time::timeout(
+        DEADLINE,
+        tokio::io::AsyncBufReadExt::read_line(&mut client, &mut line),
+    )
+    .await
+    .context("no answer to the proxy protocol header")??;
+    assert_eq!(line, format!("{client_addr} {public}\n"));
+    client.get_mut().write_all(b"ping\n").await?;
+    let mut echoed = [0; 5];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
+        .await
+        .context("no echo")??;
+    assert_eq!(&echoed, b"ping\n");
+
+    // A client that does not speak TLS gets nothing from the machine.
+    let mut plain_client = connect_when_listening(SocketAddr::new(listen_ip, tls_port)).await?;
+    plain_client.write_all(b"not a client hello\r\n").await?;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, plain_client.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("not a client hello"),
+        "plaintext must not reach the machine and come back: {read:?} {buf:?}"
+    );
     Ok(())
 }

@@ -182,6 +182,27 @@ async fn answer(
     Ok(response)
 }
 
+/// A TCP server on a fresh loopback address running `handle` on each connection (in a task
+/// of its own) until the returned task is dropped or aborted.
+pub(crate) async fn tcp_server<F, Fut>(handle: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
+        .await
+        .expect("bind a loopback address");
+    let addr = listener.local_addr().expect("bound");
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(handle(stream));
+            }
+        }
+    });
+    (addr, task)
+}
+
 /// A loopback address unlikely to be used by another test: 127.a.b.c.
 pub(crate) fn random_loopback() -> IpAddr {
     let [a, b, c]: [u8; 3] = rand::random();

@@ -16,9 +16,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::backend::random_loopback;
+use crate::backend::tcp_server;
 use crate::support::{DEADLINE, HarnessBuilder, host, record};
 use crate::tls::must_make_certs;
 
@@ -28,41 +28,30 @@ type TrailerBody =
 /// A real h2c-only server (prior knowledge): answers with the HTTP version and `te` it
 /// saw, a body, then a `grpc-status: 0` trailer.
 async fn h2c_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
-        .await
-        .expect("bind a loopback address");
-    let addr = listener.local_addr().expect("bound");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    let version = format!("{:?}", request.version());
-                    let te = request
-                        .headers()
-                        .get("te")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("none")
-                        .to_owned();
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    trailers.insert("grpc-message", HeaderValue::from_static("ok"));
-                    let frames = vec![
-                        Ok(Frame::data(Bytes::from(format!("{version} te={te}")))),
-                        Ok(Frame::trailers(trailers)),
-                    ];
-                    let body: TrailerBody = StreamBody::new(futures::stream::iter(frames));
-                    Ok::<_, Infallible>(Response::new(body))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
+    tcp_server(|stream| async move {
+        let service = service_fn(|request: Request<Incoming>| async move {
+            let version = format!("{:?}", request.version());
+            let te = request
+                .headers()
+                .get("te")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", HeaderValue::from_static("ok"));
+            let frames = vec![
+                Ok(Frame::data(Bytes::from(format!("{version} te={te}")))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body: TrailerBody = StreamBody::new(futures::stream::iter(frames));
+            Ok::<_, Infallible>(Response::new(body))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
 }
 
 /// Sends one HTTP/2 request on `io` for `<app>.<DOMAIN>` and returns (body, grpc-status trailer).

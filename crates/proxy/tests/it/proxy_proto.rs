@@ -3,42 +3,29 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use anyhow::Context as _;
 use godwit_types::MachineState;
-use godwit_types::machine::{MachinePort, ProxyProtoOptions};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
-use crate::backend::random_loopback;
-use crate::support::{DEADLINE, HarnessBuilder, record};
-use crate::tcp::connect_when_listening;
+use crate::backend::{random_loopback, tcp_server};
+use crate::support::{HarnessBuilder, record};
+use crate::tcp::{connect_when_listening, expect_proxy_header_then_echo, raw_port};
 
 const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// A TCP server that reads a PROXY v2 header, writes back `<src> <dst>\n` (or what was
 /// wrong), then echoes.
 async fn v2_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
-        .await
-        .expect("bind a loopback address");
-    let addr = listener.local_addr().expect("bound");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let answer = match read_v2(&mut stream).await {
-                    Ok((src, dst)) => format!("{src} {dst}\n"),
-                    Err(reason) => format!("bad header: {reason}\n"),
-                };
-                let _ = stream.write_all(answer.as_bytes()).await;
-                let (mut read, mut write) = stream.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
-        }
-    });
-    (addr, task)
+    tcp_server(|mut stream| async move {
+        let answer = match read_v2(&mut stream).await {
+            Ok((src, dst)) => format!("{src} {dst}\n"),
+            Err(reason) => format!("bad header: {reason}\n"),
+        };
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let (mut read, mut write) = stream.split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+    })
+    .await
 }
 
 /// Reads a v2 PROXY header (TCP over IPv4) → (src, dst).
@@ -72,15 +59,7 @@ async fn proxy_proto_v2_ports_send_a_binary_header_first() -> anyhow::Result<()>
     let (machine, _task) = v2_machine().await;
     let public_port = 20_000 + rand::random::<u16>() % 40_000;
     let mut pp = record("m-pp2", "pp2", machine, MachineState::Started);
-    pp.services[0].ports = vec![MachinePort {
-        port: Some(public_port),
-        handlers: vec!["proxy_proto".to_owned()],
-        force_https: None,
-        proxy_proto_options: Some(ProxyProtoOptions {
-            version: "v2".to_owned(),
-        }),
-        http_options: None,
-    }];
+    pp.services[0].ports = vec![raw_port(public_port, &["proxy_proto"], true)];
     let listen_ip: IpAddr = random_loopback();
     let _harness = HarnessBuilder::new()
         .record(pp)
@@ -91,17 +70,5 @@ async fn proxy_proto_v2_ports_send_a_binary_header_first() -> anyhow::Result<()>
 
     let client = connect_when_listening(public).await?;
     let client_addr = client.local_addr()?;
-    let mut client = tokio::io::BufReader::new(client);
-    let mut line = String::new();
-    tokio::time::timeout(DEADLINE, client.read_line(&mut line))
-        .await
-        .context("no answer to the proxy protocol header")??;
-    assert_eq!(line, format!("{client_addr} {public}\n"));
-    client.get_mut().write_all(b"ping\n").await?;
-    let mut echoed = [0; 5];
-    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
-        .await
-        .context("no echo")??;
-    assert_eq!(&echoed, b"ping\n");
-    Ok(())
+    expect_proxy_header_then_echo(client, client_addr, public).await
 }

@@ -9,32 +9,23 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use godwit_types::MachineState;
-use godwit_types::machine::MachinePort;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use godwit_types::machine::{MachinePort, ProxyProtoOptions};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
+};
+use tokio::net::TcpStream;
 
-use crate::backend::random_loopback;
+use crate::backend::{random_loopback, tcp_server};
 use crate::support::{DEADLINE, HarnessBuilder, host, record};
 use crate::tls::must_make_certs;
 
 /// A TCP server that writes back whatever it reads.
 async fn echo_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
-        .await
-        .expect("bind a loopback address");
-    let addr = listener.local_addr().expect("bound");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (mut read, mut write) = stream.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
-        }
-    });
-    (addr, task)
+    tcp_server(|mut stream| async move {
+        let (mut read, mut write) = stream.split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+    })
+    .await
 }
 
 /// Polls a connect to `addr` until it succeeds.
@@ -51,19 +42,52 @@ pub(crate) async fn connect_when_listening(addr: SocketAddr) -> anyhow::Result<T
     }
 }
 
+/// Public port `number` with these handlers (PROXY protocol v2 when `v2`).
+pub(crate) fn raw_port(number: u16, handlers: &[&str], v2: bool) -> MachinePort {
+    MachinePort {
+        port: Some(number),
+        handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),
+        force_https: None,
+        proxy_proto_options: v2.then(|| ProxyProtoOptions {
+            version: "v2".to_owned(),
+        }),
+        http_options: None,
+    }
+}
+
+/// Checks the machine's answer to the PROXY header (`<src> <dst>`, see the machines here
+/// and in proxy_proto.rs) names `client_addr` reaching `public`, then that bytes are echoed.
+pub(crate) async fn expect_proxy_header_then_echo<S>(
+    client: S,
+    client_addr: SocketAddr,
+    public: SocketAddr,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut client = tokio::io::BufReader::new(client);
+    let mut line = String::new();
+    tokio::time::timeout(DEADLINE, client.read_line(&mut line))
+        .await
+        .context("no answer to the proxy protocol header")??;
+    assert_eq!(line, format!("{client_addr} {public}\n"));
+    // Then the bytes flow as usual.
+    client.get_mut().write_all(b"ping\n").await?;
+    let mut echoed = [0; 5];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
+        .await
+        .context("no echo")??;
+    assert_eq!(&echoed, b"ping\n");
+    Ok(())
+}
+
 #[tokio::test]
 async fn ports_without_handlers_are_passed_through_as_raw_tcp() -> anyhow::Result<()> {
     let (machine, _task) = echo_machine().await;
     // A public port unlikely to be taken on a fresh loopback address.
     let public_port = 20_000 + rand::random::<u16>() % 40_000;
     let mut raw = record("m-raw", "raw", machine, MachineState::Started);
-    raw.services[0].ports = vec![MachinePort {
-        port: Some(public_port),
-        handlers: Vec::new(),
-        force_https: None,
-        proxy_proto_options: None,
-        http_options: None,
-    }];
+    raw.services[0].ports = vec![raw_port(public_port, &[], false)];
     let listen_ip: IpAddr = random_loopback();
     let harness = HarnessBuilder::new()
         .record(raw.clone())
@@ -102,35 +126,21 @@ async fn ports_without_handlers_are_passed_through_as_raw_tcp() -> anyhow::Resul
 
 /// A TCP server that reads a PROXY v1 line, writes it back, then echoes.
 async fn proxy_proto_machine() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
-        .await
-        .expect("bind a loopback address");
-    let addr = listener.local_addr().expect("bound");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut stream = tokio::io::BufReader::new(stream);
-                let mut line = String::new();
-                if tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let answer = match parse_v1(&line) {
-                    Some((src, dst)) => format!("{src} {dst}\n"),
-                    None => format!("bad header {line:?}\n"),
-                };
-                let _ = stream.get_mut().write_all(answer.as_bytes()).await;
-                let (mut read, mut write) = tokio::io::split(stream);
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
+    tcp_server(|stream| async move {
+        let mut stream = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        if stream.read_line(&mut line).await.is_err() {
+            return;
         }
-    });
-    (addr, task)
+        let answer = match parse_v1(&line) {
+            Some((src, dst)) => format!("{src} {dst}\n"),
+            None => format!("bad header {line:?}\n"),
+        };
+        let _ = stream.get_mut().write_all(answer.as_bytes()).await;
+        let (mut read, mut write) = tokio::io::split(stream);
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+    })
+    .await
 }
 
 /// `PROXY TCP4 <src> <dst> <sport> <dport>\r\n` → (src, dst).
@@ -149,13 +159,7 @@ async fn proxy_proto_ports_send_a_v1_header_first() -> anyhow::Result<()> {
     let (machine, _task) = proxy_proto_machine().await;
     let public_port = 20_000 + rand::random::<u16>() % 40_000;
     let mut pp = record("m-pp", "pp", machine, MachineState::Started);
-    pp.services[0].ports = vec![MachinePort {
-        port: Some(public_port),
-        handlers: vec!["proxy_proto".to_owned()],
-        force_https: None,
-        proxy_proto_options: None,
-        http_options: None,
-    }];
+    pp.services[0].ports = vec![raw_port(public_port, &["proxy_proto"], false)];
     let listen_ip: IpAddr = random_loopback();
     let _harness = HarnessBuilder::new()
         .record(pp)
@@ -166,23 +170,7 @@ async fn proxy_proto_ports_send_a_v1_header_first() -> anyhow::Result<()> {
 
     let client = connect_when_listening(public).await?;
     let client_addr = client.local_addr()?;
-    let mut client = tokio::io::BufReader::new(client);
-    let mut line = String::new();
-    tokio::time::timeout(
-        DEADLINE,
-        tokio::io::AsyncBufReadExt::read_line(&mut client, &mut line),
-    )
-    .await
-    .context("no answer to the proxy protocol header")??;
-    assert_eq!(line, format!("{client_addr} {public}\n"));
-    // Then the bytes flow as usual.
-    client.get_mut().write_all(b"ping\n").await?;
-    let mut echoed = [0; 5];
-    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
-        .await
-        .context("no echo")??;
-    assert_eq!(&echoed, b"ping\n");
-    Ok(())
+    expect_proxy_header_then_echo(client, client_addr, public).await
 }
 
 /// A TLS client of `public` trusting `ca`, naming `server_name` in its SNI.
@@ -217,17 +205,10 @@ async fn tls_ports_are_terminated_by_the_proxy_then_passed_through() -> anyhow::
     let (pp, _pp_task) = proxy_proto_machine().await;
     let tls_port = 20_000 + rand::random::<u16>() % 20_000;
     let pp_port = tls_port + 20_000;
-    let port = |number: u16, handlers: &[&str]| MachinePort {
-        port: Some(number),
-        handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),
-        force_https: None,
-        proxy_proto_options: None,
-        http_options: None,
-    };
     let mut plain = record("m-tls", "tlsraw", echo, MachineState::Started);
-    plain.services[0].ports = vec![port(tls_port, &["tls"])];
+    plain.services[0].ports = vec![raw_port(tls_port, &["tls"], false)];
     let mut with_header = record("m-tlspp", "tlspp", pp, MachineState::Started);
-    with_header.services[0].ports = vec![port(pp_port, &["tls", "proxy_proto"])];
+    with_header.services[0].ports = vec![raw_port(pp_port, &["tls", "proxy_proto"], false)];
     let listen_ip: IpAddr = random_loopback();
     let _harness = HarnessBuilder::new()
         .record(plain)
@@ -257,21 +238,7 @@ async fn tls_ports_are_terminated_by_the_proxy_then_passed_through() -> anyhow::
     let public = SocketAddr::new(listen_ip, pp_port);
     let client = tls_connect(public, &ca, &host("tlspp")).await?;
     let client_addr = client.get_ref().0.local_addr()?;
-    let mut client = tokio::io::BufReader::new(client);
-    let mut line = String::new();
-    tokio::time::timeout(
-        DEADLINE,
-        tokio::io::AsyncBufReadExt::read_line(&mut client, &mut line),
-    )
-    .await
-    .context("no answer to the proxy protocol header")??;
-    assert_eq!(line, format!("{client_addr} {public}\n"));
-    client.get_mut().write_all(b"ping\n").await?;
-    let mut echoed = [0; 5];
-    tokio::time::timeout(DEADLINE, client.read_exact(&mut echoed))
-        .await
-        .context("no echo")??;
-    assert_eq!(&echoed, b"ping\n");
+    expect_proxy_header_then_echo(client, client_addr, public).await?;
 
     // A client that does not speak TLS gets nothing from the machine.
     let mut plain_client = connect_when_listening(SocketAddr::new(listen_ip, tls_port)).await?;

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use futures::{SinkExt as _, StreamExt as _};
 use godwit_proxy::Starter;
 use godwit_types::MachineState;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_websockets::{ClientBuilder, CloseCode, Message, ServerBuilder};
 
-use crate::backend::random_loopback;
+use crate::backend::tcp_server;
 use crate::support::{Backend, DEADLINE, HarnessBuilder, host, record, wait_until};
 
 /// Adds one to its counter when dropped.
@@ -35,48 +35,38 @@ pub(crate) async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) 
 async fn echo_backend_counting(
     closed: Arc<AtomicU32>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(SocketAddr::new(random_loopback(), 0))
-        .await
-        .expect("bind a loopback address");
-    let addr = listener.local_addr().expect("bound");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    tcp_server(move |stream| {
+        let closed = Arc::clone(&closed);
+        async move {
+            let _counted = Counted(closed);
+            let Ok((request, mut ws)) = ServerBuilder::new().accept(stream).await else {
+                return;
             };
-            let closed = Arc::clone(&closed);
-            tokio::spawn(async move {
-                let _counted = Counted(closed);
-                let Ok((request, mut ws)) = ServerBuilder::new().accept(stream).await else {
-                    return;
-                };
-                let header = |name: &str| {
-                    request
-                        .headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                let hello = serde_json::json!({
-                    "path": request.uri().path(),
-                    "fly-client-ip": header("fly-client-ip"),
-                    "fly-request-id": header("fly-request-id"),
-                    "via": header("via"),
-                });
-                if ws.send(Message::text(hello.to_string())).await.is_err() {
-                    return;
-                }
-                while let Some(Ok(message)) = ws.next().await {
-                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
-                    {
-                        return;
-                    }
-                }
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let hello = serde_json::json!({
+                "path": request.uri().path(),
+                "fly-client-ip": header("fly-client-ip"),
+                "fly-request-id": header("fly-request-id"),
+                "via": header("via"),
             });
+            if ws.send(Message::text(hello.to_string())).await.is_err() {
+                return;
+            }
+            while let Some(Ok(message)) = ws.next().await {
+                if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
-    (addr, task)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -134,6 +134,8 @@ fn service(
     service_fn(move |request| {
         let proxy = Arc::clone(&proxy);
         let conn = Arc::clone(&conn);
-        async move { Ok(proxy.handle(&conn, request).await) }
+        // Boxed: the request's future is several KiB, and hyper moves the one it gets into
+        // a task per HTTP/2 stream; moving a pointer is cheaper than copying it each time.
+        Box::pin(async move { Ok(proxy.handle(&conn, request).await) })
     })
 }

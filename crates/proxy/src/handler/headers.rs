@@ -182,8 +182,12 @@ pub(crate) fn new_request_id(region: &str) -> HeaderValue {
     }
     id.push(b'-');
     id.extend_from_slice(region.as_bytes());
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid-region"))
+    let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-region"));
+    // Unique per request: HPACK must not index it, or every HTTP/2 response would search
+    // the dynamic table and evict an entry worth keeping (`never indexed` literal).
+    value.set_sensitive(true);
+    value
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::io::AsyncWriteExt as _;
 
-use crate::handler::{Pick, Proxy};
+use crate::handler::{Proxy, Route};
 use crate::proxy_proto;
 
 /// Keeps one listener per raw TCP port on `ip` until `cancel` fires.
@@ -90,9 +90,9 @@ async fn forward(proxy: &Proxy, mut client: TcpStream, port: u16) -> Result<(), 
     let mut tried = HashSet::new();
     loop {
         let acquired = proxy
-            .choose(&app, port, &Pick::Any, &tried, &mut deadline)
+            .choose(&app, port, &Route::any(), &tried, &mut deadline)
             .await
-            .map_err(|response| format!("no machine of {app}: {}", response.status()))?;
+            .map_err(|unserved| format!("no machine of {app}: {}", unserved.response.status()))?;
         let target = acquired.target;
         // Directly, or tunnelled through the worker of the machine's host.
         let client_ip = client.peer_addr().ok().map(|peer| peer.ip());

@@ -31,7 +31,13 @@ pub(crate) const FLY_FORCE_INSTANCE: HeaderName = HeaderName::from_static("fly-f
 pub(crate) const FLY_PREFERRED_UNAVAILABLE: HeaderName =
     HeaderName::from_static("fly-preferred-instance-unavailable");
 
-/// Regions by continent, for the aliases of region lists (Fly's region codes).
+/// Fly's regions in the United States (`us`, `usa`); `na` adds Canada and Mexico.
+const US: &[&str] = &[
+    "atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc",
+];
+
+/// Regions by continent, for the aliases of region lists (Fly's region codes; Johannesburg
+/// is only in `any`).
 const ALIASES: [(&str, &[&str]); 6] = [
     (
         "eu",
@@ -44,18 +50,8 @@ const ALIASES: [(&str, &[&str]); 6] = [
             "sea", "sjc", "yul", "yyz",
         ],
     ),
-    (
-        "us",
-        &[
-            "atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc",
-        ],
-    ),
-    (
-        "usa",
-        &[
-            "atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc",
-        ],
-    ),
+    ("us", US),
+    ("usa", US),
     ("sa", &["bog", "eze", "gig", "gru", "scl"]),
     ("apac", &["bom", "hkg", "maa", "nrt", "sin", "syd"]),
 ];
@@ -281,7 +277,8 @@ fn machine_id(value: &str, header: &HeaderName) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-/// One preference tier per tier of `regions`, then everything when it ends with `any`.
+/// One preference tier per tier of `regions` (after them, with `any`, every other machine
+/// ranks by closeness as usual).
 fn tier_picks(regions: &Regions) -> impl Iterator<Item = Pick> + '_ {
     regions.tiers.iter().map(|tier| Pick::Regions {
         regions: tier.clone(),

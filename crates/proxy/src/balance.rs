@@ -14,6 +14,11 @@ use tokio::time::{Duration, Instant};
 use crate::backhaul::{Closeness, Rank};
 use crate::routes::{Health, Target};
 
+/// How near a machine is for one request: lower ranks are chosen first.
+pub(crate) trait Ranks {
+    fn rank_of(&self, target: &Target) -> Rank;
+}
+
 /// In-flight requests per machine, shared by every listener of one proxy.
 #[derive(Debug, Default)]
 pub(crate) struct Loads {
@@ -65,7 +70,7 @@ impl Loads {
     /// draining. Machines whose service checks have not passed yet are used only when no
     /// passing machine is a candidate.
     ///
-    /// The nearest region (by `closeness`) with a machine below its hard limit takes the
+    /// The nearest region (by `ranks`) with a machine below its hard limit takes the
     /// request, its least loaded machine below the soft limit; when all of them are at the
     /// soft limit, a region at most `shed_budget` farther with room takes it instead, else
     /// the nearest region's least loaded one does.
@@ -73,7 +78,7 @@ impl Loads {
         self: &Arc<Self>,
         candidates: &[Arc<Target>],
         allow: impl Fn(&Target) -> bool,
-        closeness: &Closeness,
+        ranks: &impl Ranks,
         shed_budget: Option<Duration>,
     ) -> Option<Acquired> {
         let now = Instant::now();
@@ -87,7 +92,7 @@ impl Loads {
                     && (!any_passing || t.health == Health::Passing)
                     && allow(t)
             })
-            .map(|t| (t, closeness.rank(&t.region)))
+            .map(|t| (t, ranks.rank_of(t)))
             .collect();
         let mut machines = self.lock();
         let mut eligible = Vec::with_capacity(ranked.len());
@@ -264,6 +269,14 @@ impl Loads {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, MachineLoad>> {
         self.machines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl Closeness ===
+
+impl Ranks for Closeness {
+    fn rank_of(&self, target: &Target) -> Rank {
+        self.rank(&target.region)
     }
 }
 

@@ -8,10 +8,11 @@
 //!
 //! Anything unusual (upgrades, `Expect`, HTTP/1.0, h2c, bodies over the buffer limit,
 //! absolute-form targets, ambiguous framing, unknown hosts, forced HTTPS, ACME challenges,
-//! and a machine on another host or one wanting h2c) hands the connection to hyper at the
-//! start of that request, with the bytes read so far put back in front ([`Rewind`]). A
-//! `fly-replay` response is replayed by the hyper path's replay, with the buffered request
-//! body, and its response written back here.
+//! the client's routing headers (`fly-prefer-region` and the like), and a machine on another
+//! host or one wanting h2c) hands the connection to hyper at the start of that request, with
+//! the bytes read so far put back in front ([`Rewind`]). A `fly-replay` response (header, or
+//! a JSON body of at most 64 KiB read here) is replayed by the hyper path's replay, with the
+//! buffered request body, and its response written back here.
 
 use std::sync::Arc;
 

@@ -23,12 +23,17 @@ mod choose;
 mod headers;
 mod remote;
 mod replay;
+mod route;
 mod upgrade;
 
 use access::served;
 pub(crate) use access::{LoggedBody, write as access_line};
+use choose::{Miss, Unserved};
 pub(crate) use headers::Conn;
-pub(crate) use replay::{Pick, REPLAY_HEADERS};
+pub(crate) use replay::{Ask, REPLAY_HEADERS, REPLAY_JSON_LIMIT, is_replay_json};
+pub(crate) use route::{
+    FLY_FORCE_INSTANCE, FLY_FORCE_REGION, FLY_PREFER_INSTANCE, FLY_PREFER_REGION, Route,
+};
 
 /// Everything a request needs, shared by every connection of one proxy.
 #[derive(Debug)]
@@ -196,10 +201,14 @@ impl Proxy {
         request_id: &HeaderValue,
         app_guard: &mut Option<AppGuard>,
     ) -> Response<ProxyBody> {
+        let route = match Route::from_headers(request.headers()) {
+            Ok(route) => route,
+            Err(message) => return error_response(StatusCode::BAD_REQUEST, None, &message),
+        };
         if request.version() == Version::HTTP_11 && headers::upgrade_of(request.headers()).is_some()
         {
             return self
-                .upgrade(conn, request, app, request_id, app_guard)
+                .upgrade(conn, request, app, request_id, &route, app_guard)
                 .await;
         }
         let (mut parts, body) = request.into_parts();
@@ -213,37 +222,35 @@ impl Proxy {
         headers::prepare_request(&mut parts, conn, &self.region, request_id);
         let port = conn.public_port;
         let (response, served_by) =
-            match self.forward(app, port, &parts, &mut body, &Pick::Any).await {
+            match self.forward(app, port, &mut parts, &mut body, &route).await {
                 Ok(forwarded) => forwarded,
-                Err(response) => return response,
+                Err(unserved) => return unserved.response,
             };
-        let Some(replay_header) = replay::header_of(response.headers()) else {
-            return served(response, &served_by);
+        let ask = match replay::ask_of(response).await {
+            Ok(ask) => ask,
+            Err(response) => return served(response, &served_by),
         };
-        let text = replay_header
-            .to_str()
-            .map(str::to_owned)
-            .map_err(|e| e.to_string());
-        drop(response);
-        self.replay_as_asked(app, port, &mut parts, &mut body, text, &served_by)
+        self.replay_as_asked(app, port, &mut parts, &mut body, ask, &served_by)
             .await
     }
 
-    /// Sends the request to a machine that `pick` allows, trying the next one when a
-    /// connection is refused.
+    /// Sends the request to a machine that `route` allows, trying the next one when a
+    /// connection is refused (the same one again when the route pins one).
     async fn forward(
         &self,
         app: &str,
         port: u16,
-        parts: &request::Parts,
+        parts: &mut request::Parts,
         body: &mut RequestBody,
-        pick: &Pick,
-    ) -> Result<Forwarded, Response<ProxyBody>> {
+        route: &Route,
+    ) -> Result<Forwarded, Unserved> {
         let mut deadline = None;
         let mut tried = HashSet::new();
+        let mut attempts = 0;
         loop {
             let Acquired { guard, target, .. } =
-                self.choose(app, port, pick, &tried, &mut deadline).await?;
+                self.choose(app, port, route, &tried, &mut deadline).await?;
+            route.mark_chosen(&mut parts.headers, &target);
             match self.send_to(app, port, &target, parts, body.take()).await {
                 Ok((response, pooled)) => {
                     let response =
@@ -252,28 +259,44 @@ impl Proxy {
                 }
                 Err(remote::SendFailure::Retry(error)) => {
                     tracing::debug!(%error, machine_id = %target.machine_id, "connect failed");
-                    tried.insert(target.machine_id.clone());
+                    attempts += 1;
                     self.metrics.retry(app);
-                    if tried.len() >= self.cfg.max_attempts || !body.is_buffered() {
+                    if attempts >= self.cfg.max_attempts || !body.is_buffered() {
                         let message = format!("could not connect to machine {}", target.machine_id);
-                        return Err(error_response(
+                        return Err(Unserved::new(
+                            Miss::RetriesExhausted,
                             StatusCode::BAD_GATEWAY,
-                            Some("PC01"),
+                            "PC01",
                             &message,
                         ));
                     }
+                    drop(guard);
+                    retry_pause(route, &mut tried, &target).await;
                 }
                 Err(remote::SendFailure::Fail(error)) => {
                     tracing::debug!(%error, machine_id = %target.machine_id, "upstream failed");
                     let message = format!("machine {} failed to answer", target.machine_id);
-                    return Err(error_response(
+                    return Err(Unserved::new(
+                        Miss::Failed,
                         StatusCode::BAD_GATEWAY,
-                        Some("PU01"),
+                        "PU01",
                         &message,
                     ));
                 }
             }
         }
+    }
+}
+
+/// After a refused connection: the next machine, or (pinned) a short pause before the
+/// same one again.
+pub(crate) async fn retry_pause(route: &Route, tried: &mut HashSet<String>, target: &Target) {
+    /// Between two tries of a pinned machine: a refused port may be a restart.
+    const PINNED_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+    if route.pins() {
+        tokio::time::sleep(PINNED_RETRY_PAUSE).await;
+    } else {
+        tried.insert(target.machine_id.clone());
     }
 }
 

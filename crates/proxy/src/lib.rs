@@ -4,10 +4,18 @@
 //! cordoned, no service check critical, least loaded below its soft limit, never above its
 //! hard limit), forwards the request over pooled keep-alive connections, retries refused
 //! connections on the next machine, starts stopped machines on demand, stops idle ones, and
-//! replays requests named by a `fly-replay` response header (to a machine, region or another
-//! app). Ports with `force_https` get a 301 to HTTPS on the http listener; raw TCP ports with
-//! the `proxy_proto` handler get a PROXY protocol v1 (or v2) header first, and those with the `tls`
-//! handler have TLS terminated by the proxy; ports with
+//! replays requests named by a `fly-replay` response header or a JSON body of type
+//! `application/vnd.fly.replay+json` (to a machine, region or another app; `prefer_instance`,
+//! `timeout`, `fallback=force_self|prefer_self` with `fly-replay-failed`, region lists in
+//! order of preference with the aliases `any`, `eu`, `na`, `us`/`usa`, `sa`, `apac`, and in
+//! JSON a `transform` of path and headers; replay caching is not supported). The client's
+//! routing headers steer the choice and go on to the machine unchanged: `fly-prefer-region`
+//! and `fly-prefer-instance-id` rank those machines first (the machine chosen instead gets
+//! `fly-preferred-instance-unavailable`), `fly-force-region` and `fly-force-instance-id`
+//! allow only those (a forced machine's refused connections are retried on it). Ports with
+//! `force_https` get a 301 to HTTPS on the http listener; raw TCP ports with the
+//! `proxy_proto` handler get a PROXY protocol v1 (or v2) header first, and those with the
+//! `tls` handler have TLS terminated by the proxy; ports with
 //! `h2_backend` are forwarded over h2c, trailers included (gRPC); open WebSockets get a
 //! close frame (1001) before autostop stops their machine; `access_log` writes one line per
 //! request, and every line logged for a request carries its id; each app may have at most `max_connections_per_app`
@@ -17,7 +25,8 @@
 //! (h2c between proxies, `backhaul_listen`); regions rank by the RTT measured over it, and
 //! `shed_budget` lets a nearby region take requests when the nearest is at its soft limit.
 //! Plain and TLS HTTP/1.1 requests to machines on this host take a fast path without hyper
-//! (`h1`); everything else, and the rest of a connection after anything unusual, is hyper's.
+//! (`h1`); everything else, and the rest of a connection after anything unusual (routing
+//! headers included), is hyper's.
 //!
 //! Owns routing, load balancing, autostart/autostop and replay. Reads machine state only
 //! from a [`godwit_state::Replica`]; starts and stops machines only through a [`Starter`].

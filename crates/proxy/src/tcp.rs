@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{Pick, Proxy};
+use crate::handler::{Proxy, Route};
 use crate::proxy_proto;
 
 /// How long a client may take to finish its TLS handshake.
@@ -167,9 +167,9 @@ where
     let mut tried = HashSet::new();
     loop {
         let acquired = proxy
-            .choose(app, port, &Pick::Any, &tried, &mut deadline)
+            .choose(app, port, &Route::any(), &tried, &mut deadline)
             .await
-            .map_err(|response| format!("no machine of {app}: {}", response.status()))?;
+            .map_err(|unserved| format!("no machine of {app}: {}", unserved.response.status()))?;
         let target = acquired.target;
         // Directly, or tunnelled through the worker of the machine's host.
         match proxy.dial(app, port, &target, Some(peer.ip())).await {

@@ -32,6 +32,9 @@ pub(crate) struct Closeness {
 /// Where a region ranks for this proxy; lower is nearer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Rank {
+    /// A machine the request prefers (routing headers, a replay's region list or
+    /// `prefer_instance`): its tier in the order asked, then its closeness.
+    Preferred(usize, Box<Rank>),
     /// This proxy's region.
     Own,
     /// A region with a measured RTT (in microseconds, so it orders).
@@ -43,9 +46,11 @@ pub(crate) enum Rank {
 // === impl Rank ===
 
 impl Rank {
-    /// The RTT this rank stands for: zero for the own region, none when unmeasured.
+    /// The RTT this rank stands for: zero for the own region, none when unmeasured or
+    /// preferred (so latency shedding never leaves a preferred tier).
     pub(crate) fn rtt(&self) -> Option<Duration> {
         match self {
+            Rank::Preferred(..) => None,
             Rank::Own => Some(Duration::ZERO),
             Rank::Measured(micros) => Some(Duration::from_micros(*micros)),
             Rank::Unmeasured(_) => None,

@@ -6,12 +6,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::chunked::ChunkedError;
+use super::chunked::{self, ChunkedError};
 use super::request::RequestHead;
 use super::response::{self, Framing, ResponseHead};
 use super::{
@@ -19,7 +20,7 @@ use super::{
 };
 use crate::balance::Acquired;
 use crate::body::{ProxyBody, error_response};
-use crate::handler::Pick;
+use crate::handler::{Ask, REPLAY_JSON_LIMIT, Route};
 use crate::routes::Target;
 
 /// What [`Session::forward`] got.
@@ -59,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return self.answer_own(app, started, &response, head, close).await;
             }
         };
-        let Some(replay) = answer.replay.clone() else {
+        if answer.replay.is_none() && !answer.replay_json {
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             proxy.metrics.request(app, status, started.elapsed());
             if proxy.cfg.access_log {
@@ -68,14 +69,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             let outcome = self.relay(upstream, &answer, &target).await;
             drop((guard, app_guard));
             return outcome;
+        }
+        let mut upstream = upstream;
+        let ask = match answer.replay.clone() {
+            Some(replay) => Ask::Header(
+                std::str::from_utf8(&self.ubuf[replay])
+                    .map(str::to_owned)
+                    .map_err(|e| e.to_string()),
+            ),
+            None => Ask::Json(self.read_replay_json(&mut upstream, &answer).await),
         };
         // The hyper path drops the first answer before replaying, and so does this.
         drop((upstream, guard));
-        let text = std::str::from_utf8(&self.ubuf[replay])
-            .map(str::to_owned)
-            .map_err(|e| e.to_string());
         let outcome = self
-            .replay(app, head, body_end, text, &target, started)
+            .replay(app, head, body_end, ask, &target, started)
             .await;
         drop(app_guard);
         outcome
@@ -88,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         app: &str,
         head: &RequestHead,
         body_end: usize,
-        text: Result<String, String>,
+        ask: Ask,
         served_by: &Target,
         started: Instant,
     ) -> Outcome {
@@ -109,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 .await;
         };
         let (response, machine) = proxy
-            .replay_fast(self.conn, app, request, &request_id, text, served_by)
+            .replay_fast(self.conn, app, request, &request_id, ask, served_by)
             .await;
         proxy
             .metrics
@@ -117,6 +124,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.served.machine = machine;
         self.write_response(response, head.is_head, head.close)
             .await
+    }
+
+    /// Reads the body of a replay's JSON form, which follows `answer`'s head in `ubuf`: at
+    /// most [`REPLAY_JSON_LIMIT`] bytes, chunked framing decoded. The connection is not
+    /// reused after it.
+    async fn read_replay_json(
+        &mut self,
+        upstream: &mut TcpStream,
+        answer: &ResponseHead,
+    ) -> Result<Bytes, String> {
+        let too_big = || "the replay JSON is over 64 KiB".to_owned();
+        let mut framing = answer.framing;
+        let mut raw = Vec::new();
+        let mut fresh = self.ubuf[answer.head_len..].to_vec();
+        loop {
+            let (used, done) =
+                take(&mut framing, &fresh).map_err(|_| "invalid chunked replay JSON".to_owned())?;
+            raw.extend_from_slice(&fresh[..used]);
+            // Chunk framing may add a little; anything near twice the limit is too much.
+            if raw.len() > 2 * REPLAY_JSON_LIMIT {
+                return Err(too_big());
+            }
+            if done {
+                break;
+            }
+            fresh.clear();
+            match read_into(upstream, &mut fresh).await {
+                Ok(true) => {}
+                Ok(false) if framing == Framing::Close => break,
+                _ => return Err("the machine closed the connection mid replay JSON".to_owned()),
+            }
+        }
+        let body = match answer.framing {
+            Framing::Chunked(_) => {
+                chunked::decode(&raw).map_err(|_| "invalid chunked replay JSON".to_owned())?
+            }
+            _ => raw,
+        };
+        if body.len() > REPLAY_JSON_LIMIT {
+            return Err(too_big());
+        }
+        Ok(Bytes::from(body))
     }
 
     /// Sends the request to a machine and reads its response head, trying the next machine
@@ -141,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 .choose(
                     app,
                     self.conn.public_port,
-                    &Pick::Any,
+                    &Route::any(),
                     &tried,
                     &mut deadline,
                 )

@@ -263,6 +263,7 @@ impl<'a> Scan<'a> {
         } else if name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("http2-settings")
+            || is_routing_header(name)
         {
             return false;
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -282,6 +283,22 @@ impl<'a> Scan<'a> {
             (false, Some(length)) => Some(RequestBody::Length(length)),
         }
     }
+}
+
+/// The client's routing headers (`fly-prefer-region` and the like): such a request is
+/// the hyper path's, which honours them; plain requests never pay for them here.
+fn is_routing_header(name: &str) -> bool {
+    let name = name.as_bytes();
+    name.len() > 10
+        && name[..4].eq_ignore_ascii_case(b"fly-")
+        && [
+            crate::handler::FLY_PREFER_REGION,
+            crate::handler::FLY_FORCE_REGION,
+            crate::handler::FLY_PREFER_INSTANCE,
+            crate::handler::FLY_FORCE_INSTANCE,
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
 }
 
 /// Whether a client header goes on to the machine as it is.

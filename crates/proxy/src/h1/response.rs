@@ -10,7 +10,7 @@ use http::Response;
 use super::chunked::Chunked;
 use super::request::{Listed, content_length, is_hop_by_hop, offset_of, put};
 use crate::body::ProxyBody;
-use crate::handler::REPLAY_HEADERS;
+use crate::handler::{REPLAY_HEADERS, is_replay_json};
 
 /// Headers a response head may have.
 const MAX_HEADERS: usize = 128;
@@ -35,6 +35,8 @@ pub(crate) struct ResponseHead {
     pub(crate) keep_alive: bool,
     /// The value of a `fly-replay`/`godwit-replay` header, by offsets into the buffer.
     pub(crate) replay: Option<Range<usize>>,
+    /// The body is a replay's JSON form (`application/vnd.fly.replay+json`).
+    pub(crate) replay_json: bool,
 }
 
 /// What [`parse`] found.
@@ -77,6 +79,7 @@ pub(crate) fn parse(
     let mut length = None;
     let mut chunked = None;
     let mut replay = None;
+    let mut replay_json = false;
     for header in headers {
         let (name, value) = (header.name, header.value);
         if name.eq_ignore_ascii_case("connection") {
@@ -97,6 +100,8 @@ pub(crate) fn parse(
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if replay.is_none() && REPLAY_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             replay = Some(offset_of(buf, value));
+        } else if name.eq_ignore_ascii_case("content-type") {
+            replay_json = is_replay_json(value);
         }
     }
     let framing = if to_head || status == 204 || status == 304 {
@@ -141,6 +146,7 @@ pub(crate) fn parse(
         framing,
         keep_alive,
         replay,
+        replay_json,
     })
 }
 

@@ -254,7 +254,7 @@ impl Proxy {
             .acquire(
                 std::slice::from_ref(target),
                 |_| true,
-                &self.closeness,
+                &*self.closeness,
                 None,
             )
             .ok_or_else(|| format!("machine {machine_id} is at its hard limit"))

@@ -17,7 +17,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::replay::Pick;
+use super::route::Route;
 use super::{Conn, Proxy, headers, served, upstream_request};
 use crate::balance::Acquired;
 use crate::body::{GuardedBody, ProxyBody, error_response};
@@ -58,6 +58,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         app: &str,
         request_id: &HeaderValue,
+        route: &Route,
         app_guard: &mut Option<AppGuard>,
     ) -> Response<ProxyBody> {
         let client_upgrade = hyper::upgrade::on(&mut request);
@@ -68,12 +69,13 @@ impl Proxy {
         let mut tried = HashSet::new();
         let (guard, target, mut sender) = loop {
             let Acquired { guard, target, .. } = match self
-                .choose(app, conn.public_port, &Pick::Any, &tried, &mut deadline)
+                .choose(app, conn.public_port, route, &tried, &mut deadline)
                 .await
             {
                 Ok(acquired) => acquired,
-                Err(response) => return response,
+                Err(unserved) => return unserved.response,
             };
+            route.mark_chosen(&mut parts.headers, &target);
             // Directly, or tunnelled through the worker of the machine's host.
             let client_ip = parts
                 .headers

@@ -1,5 +1,6 @@
 //! Real HTTP/1.1 backends on 127.x.y.z loopback addresses: they answer with their name and
-//! the request they saw (JSON); `GET /hold` waits until the test releases it.
+//! the request they saw (JSON); `GET /hold` waits until the test releases it; a request
+//! with `x-test-replay` or `x-test-replay-json` is answered with that replay.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -169,13 +170,18 @@ async fn answer(
         "body": String::from_utf8_lossy(&body),
     });
     let mut response = hyper::Response::new(Full::new(Bytes::from(echo.to_string())));
-    let replayed = parts.headers.contains_key("fly-replay-src");
+    // A replayed request, or one sent back by a replay's fallback.
+    let replayed = parts.headers.contains_key("fly-replay-src")
+        || parts.headers.contains_key("fly-replay-failed");
     if let Some((header, value)) = &behaviour.replay
         && (!replayed || behaviour.replay_always)
     {
         response
             .headers_mut()
             .insert(*header, value.parse().expect("valid replay value"));
+    }
+    if !replayed {
+        ask_as_told(&parts.headers, &mut response);
     }
     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
     stats.served.fetch_add(1, Ordering::SeqCst);
@@ -201,6 +207,22 @@ where
         }
     });
     (addr, task)
+}
+
+/// The test's own replay for this request: `x-test-replay: <value>` is answered with
+/// `fly-replay: <value>`, `x-test-replay-json: <json>` with that JSON as the body of a
+/// `application/vnd.fly.replay+json` response.
+fn ask_as_told(headers: &hyper::HeaderMap, response: &mut hyper::Response<Full<Bytes>>) {
+    if let Some(value) = headers.get("x-test-replay") {
+        response.headers_mut().insert("fly-replay", value.clone());
+    }
+    if let Some(json) = headers.get("x-test-replay-json") {
+        *response.body_mut() = Full::new(Bytes::copy_from_slice(json.as_bytes()));
+        response.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/vnd.fly.replay+json"),
+        );
+    }
 }
 
 /// A loopback address unlikely to be used by another test: 127.a.b.c.

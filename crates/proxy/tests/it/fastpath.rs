@@ -17,7 +17,7 @@ use crate::backend::random_loopback;
 use crate::support::{Backend, Behaviour, DEADLINE, HarnessBuilder, host, record};
 
 mod features;
-mod raw;
+pub(crate) mod raw;
 
 use raw::{Scripted, read_response};
 

@@ -17,6 +17,7 @@ mod replay;
 mod retry;
 mod routing;
 mod shutdown;
+mod steering;
 mod support;
 mod suspend;
 mod tcp;

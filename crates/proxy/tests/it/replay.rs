@@ -4,6 +4,8 @@ use godwit_types::MachineState;
 
 use crate::support::{Backend, Behaviour, HarnessBuilder, record};
 
+mod fields;
+
 #[tokio::test]
 async fn replays_to_a_region_and_to_an_instance() -> anyhow::Result<()> {
     let primary = Backend::start("primary").await;

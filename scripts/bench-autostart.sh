@@ -142,21 +142,10 @@ COLD="$WORK/cold" WARMF="$WORK/warm" DIFF="$WORK/diff"
 : >"$WARMF"
 : >"$DIFF"
 echo "==> $N rounds: stop, 1 cold request, $WARM warm requests"
-# The proxy treats a machine it woke as started for 30 s (AWAKE_FOR in crates/proxy/src/wake.rs)
-# whatever the replica says, so a machine stopped through the API within 30 s of its autostart
-# is still routed to and the request fails (503 PR03). Each round therefore waits until 31 s
-# after the previous autostart before it stops the machine: a fixed protocol timer, not a
-# synchronisation guess.
-AWAKE_FOR=31
-last_wake=0
 for i in $(seq 1 "$N"); do
-    now=$(date +%s.%N)
-    pause=$(awk -v n="$now" -v l="$last_wake" -v a="$AWAKE_FOR" 'BEGIN {p = l + a - n; print (p > 0 ? p : 0)}')
-    sleep "$pause"
     "$GODWIT" machine stop -a "$APP" "$MACHINE" >/dev/null
     wait_state stopped
     cold=$(timed_get)
-    last_wake=$(date +%s.%N)
     warm_round=()
     for _ in $(seq 1 "$WARM"); do
         warm_round+=("$(timed_get)")

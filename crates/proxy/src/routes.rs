@@ -37,6 +37,8 @@ pub(crate) struct Target {
     pub(crate) host_id: String,
     pub(crate) addr: SocketAddr,
     pub(crate) state: MachineState,
+    /// When the agent last changed the record (ms since the epoch, the agent's clock).
+    pub(crate) updated_at: u64,
     pub(crate) cordoned: bool,
     pub(crate) soft_limit: u32,
     pub(crate) hard_limit: Option<u32>,
@@ -385,6 +387,7 @@ impl Target {
             host_id: record.host_id.clone(),
             addr: SocketAddr::new(ip, service.internal_port),
             state: record.state,
+            updated_at: record.updated_at,
             cordoned: record.cordoned,
             soft_limit,
             hard_limit: hard_limit.map(|h| h.max(soft_limit)),

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use crate::Starter;
 use crate::metrics::Metrics;
 use crate::routes::Target;
+use godwit_types::MachineState;
 
 /// How long a woken machine counts as started when the replica has not caught up yet.
 const AWAKE_FOR: Duration = Duration::from_secs(30);
@@ -35,7 +36,12 @@ pub(crate) struct Wakers {
 #[derive(Debug)]
 enum Wake {
     Starting(watch::Receiver<Outcome>),
-    Awake(Instant),
+    /// Started (port open) at this instant, from a record last updated at `from` (the
+    /// `updated_at` of the stopped or suspended record the wake began with).
+    Awake {
+        at: Instant,
+        from: u64,
+    },
 }
 
 // === impl Wakers ===
@@ -51,9 +57,25 @@ impl Wakers {
         }
     }
 
-    /// Whether `machine_id` was started by this proxy recently and answered on its port.
-    pub(crate) fn is_awake(&self, machine_id: &str) -> bool {
-        matches!(self.lock().get(machine_id), Some(Wake::Awake(at)) if at.elapsed() < AWAKE_FOR)
+    /// Whether `target` was started by this proxy recently and answered on its port, and
+    /// the replica has not since said it is down again: a stop published after the wake
+    /// began (a newer record that is stopped, suspended, failed or gone) ends the wake even
+    /// when no request saw the started record in between.
+    pub(crate) fn is_awake(&self, target: &Target) -> bool {
+        let stopped_since = |from: u64| {
+            target.updated_at > from
+                && matches!(
+                    target.state,
+                    MachineState::Stopped
+                        | MachineState::Suspended
+                        | MachineState::Failed
+                        | MachineState::Destroyed
+                )
+        };
+        matches!(
+            self.lock().get(&target.machine_id),
+            Some(Wake::Awake { at, from }) if at.elapsed() < AWAKE_FOR && !stopped_since(*from)
+        )
     }
 
     /// Whether a start of `machine_id` is in progress.
@@ -64,7 +86,7 @@ impl Wakers {
     /// Forgets that `machine_id` was woken (it is being stopped).
     pub(crate) fn forget(&self, machine_id: &str) {
         let mut machines = self.lock();
-        if matches!(machines.get(machine_id), Some(Wake::Awake(_))) {
+        if matches!(machines.get(machine_id), Some(Wake::Awake { .. })) {
             machines.remove(machine_id);
             self.awake.fetch_sub(1, Ordering::Relaxed);
         }
@@ -102,13 +124,14 @@ impl Wakers {
         }
         let (tx, rx) = watch::channel(None);
         let old = machines.insert(target.machine_id.clone(), Wake::Starting(rx.clone()));
-        if matches!(old, Some(Wake::Awake(_))) {
+        if matches!(old, Some(Wake::Awake { .. })) {
             self.awake.fetch_sub(1, Ordering::Relaxed);
         }
         drop(machines);
         self.metrics.autostart(app);
         let wakers = Arc::clone(self);
         let (app, machine_id, addr) = (app.to_owned(), target.machine_id.clone(), target.addr);
+        let from = target.updated_at;
         let span = tracing::info_span!("autostart", app = %app, machine_id = %machine_id);
         tokio::spawn(
             async move {
@@ -117,14 +140,18 @@ impl Wakers {
                 match &result {
                     Ok(()) => {
                         tracing::info!("machine started on demand");
-                        let old = machines.insert(machine_id, Wake::Awake(Instant::now()));
-                        if !matches!(old, Some(Wake::Awake(_))) {
+                        let awake = Wake::Awake {
+                            at: Instant::now(),
+                            from,
+                        };
+                        let old = machines.insert(machine_id, awake);
+                        if !matches!(old, Some(Wake::Awake { .. })) {
                             wakers.awake.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "autostart failed");
-                        if let Some(Wake::Awake(_)) = machines.remove(&machine_id) {
+                        if let Some(Wake::Awake { .. }) = machines.remove(&machine_id) {
                             wakers.awake.fetch_sub(1, Ordering::Relaxed);
                         }
                     }

@@ -13,6 +13,7 @@ fn target(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Arc<Target> {
         host_id: format!("host-{region}"),
         addr: "127.0.0.1:1".parse().expect("literal address"),
         state: MachineState::Started,
+        updated_at: 0,
         cordoned: false,
         soft_limit: soft,
         hard_limit: hard,

@@ -229,7 +229,7 @@ impl Proxy {
             self.wakers.caught_up(&target.machine_id);
             return true;
         }
-        self.wakers.is_awake(&target.machine_id)
+        self.wakers.is_awake(target)
     }
 
     /// A stopped (or suspended) machine with autostart on, in the nearest region that has one.

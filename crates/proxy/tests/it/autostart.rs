@@ -21,6 +21,8 @@ struct BackendStarter {
     bucket: Mutex<Option<Bucket<MachineRecord>>>,
     starts: AtomicU32,
     stops: AtomicU32,
+    /// Start without publishing the started record (an agent slow to publish).
+    lagging: std::sync::atomic::AtomicBool,
 }
 
 impl BackendStarter {
@@ -50,6 +52,9 @@ impl Starter for BackendStarter {
             .lock()
             .expect("lock")
             .insert(machine_id.to_owned(), (addr, Some(backend)));
+        if self.lagging.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         self.publish(machine_id, MachineState::Started).await
     }
 
@@ -235,6 +240,42 @@ async fn a_machine_stopped_soon_after_an_autostart_is_started_again() -> anyhow:
     let reply = harness.get("flappy", "/").await?;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.served_by(), "m-flappy");
+    assert_eq!(starter.starts.load(Ordering::SeqCst), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stop_published_after_an_autostart_ends_it_without_a_request_in_between()
+-> anyhow::Result<()> {
+    let starter = Arc::new(BackendStarter::default());
+    let addr = dead_addr().await;
+    starter.add("m-quiet", addr);
+    starter.lagging.store(true, Ordering::SeqCst);
+    let harness = HarnessBuilder::new()
+        .record(record("m-quiet", "quiet", addr, MachineState::Stopped))
+        .starter(Arc::clone(&starter) as Arc<dyn Starter>)
+        .start()
+        .await?;
+    *starter.bucket.lock().expect("lock") = Some(harness.bucket.clone());
+
+    // Served by the woken machine while the replica still says stopped.
+    assert_eq!(harness.get("quiet", "/").await?.served_by(), "m-quiet");
+    // Then the replica says started, then stopped (through the API), and no request of
+    // the app comes in between to notice the started record.
+    starter
+        .publish("m-quiet", MachineState::Started)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let _started = sync_replica(&harness, "sync-quiet-started").await?;
+    starter
+        .stop("quiet", "m-quiet")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let _stopped = sync_replica(&harness, "sync-quiet-stopped").await?;
+    // The stop is newer than the wake: the machine is started again, not assumed awake.
+    let reply = harness.get("quiet", "/").await?;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.served_by(), "m-quiet");
     assert_eq!(starter.starts.load(Ordering::SeqCst), 2);
     Ok(())
 }

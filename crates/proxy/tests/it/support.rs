@@ -286,6 +286,8 @@ pub(crate) async fn publish_state(
         .map_err(|e| e.to_string())?
         .ok_or("no record")?;
     record.state = state;
+    // As the agent does on every change; strictly newer, even within one millisecond.
+    record.updated_at = godwit_types::now_ms().max(record.updated_at + 1);
     bucket.put(&key, &record).await.map_err(|e| e.to_string())?;
     Ok(())
 }

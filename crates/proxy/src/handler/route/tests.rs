@@ -15,6 +15,7 @@ fn target(id: &str, region: &str) -> Arc<Target> {
         host_id: "host1".to_owned(),
         addr: "127.0.0.1:1".parse().expect("literal address"),
         state: MachineState::Started,
+        updated_at: 0,
         cordoned: false,
         soft_limit: 5,
         hard_limit: Some(1),

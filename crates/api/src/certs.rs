@@ -1,8 +1,12 @@
-//! Certificates for custom hostnames: validation of uploaded ones, issuance by ACME, and
-//! their distribution to the proxies through the `godwit_certs` bucket (key
+//! Certificates for custom hostnames: validation of uploaded ones, issuance and renewal by
+//! ACME, and their distribution to the proxies through the `godwit_certs` bucket (key
 //! `key_for(hostname)`). The proxies never call the API: what they serve is what the bucket
 //! holds. Private keys are sealed with the data key in the database; in the bucket they are in
 //! clear (NATS is the cluster-internal bus).
+//!
+//! Both buckets are opened through the API's state topology, like hosts and machines: with
+//! several regions the API writes `godwit_certs_<its region>` (the hub's) and every region's
+//! server mirrors it, which is where that region's proxies read it.
 
 use std::sync::Arc;
 
@@ -17,10 +21,12 @@ use crate::db::{CertSource, Db, StoredCert};
 use crate::error::error_chain;
 
 mod acme;
+pub(crate) mod renew;
 pub(crate) mod validate;
 
 use acme::AcmeIssuer;
 pub(crate) use acme::kind_name;
+pub use renew::{RenewBefore, RenewBeforeError};
 
 /// What the certificate handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -32,10 +38,19 @@ pub(crate) struct Certs {
 impl Certs {
     /// Opens both buckets; ACME is on when `cfg.acme_directory` is set.
     pub(crate) async fn open(cfg: &ApiConfig, state: &StateClient) -> Result<Self, StateError> {
-        let bucket = state.bucket::<CertRecord>(CERTS_BUCKET).await?;
+        let topology = &cfg.state_topology;
+        let bucket = state
+            .records::<CertRecord>(CERTS_BUCKET, topology)
+            .await?
+            .writer()
+            .clone();
         let acme = match &cfg.acme_directory {
             Some(directory) => {
-                let challenges = state.bucket::<AcmeChallengeRecord>(ACME_BUCKET).await?;
+                let challenges = state
+                    .records::<AcmeChallengeRecord>(ACME_BUCKET, topology)
+                    .await?
+                    .writer()
+                    .clone();
                 Some(Arc::new(AcmeIssuer::new(
                     directory.clone(),
                     cfg.acme_ca_pem.clone(),
@@ -119,30 +134,42 @@ impl Certs {
         kind: AcmeChallengeKind,
         cancel: CancellationToken,
     ) {
-        let Some(issuer) = self.acme.clone() else {
+        if !self.acme_enabled() {
             return;
-        };
+        }
         let certs = self.clone();
         let span = tracing::info_span!("acme", app = %app.1, hostname = %hostname);
         tokio::spawn(
             async move {
-                let issued = tokio::select! {
-                    () = cancel.cancelled() => {
-                        record_failure(&db, &hostname, "interrupted: the api shut down");
-                        return;
-                    }
-                    issued = issuer.issue(&hostname, kind) => issued,
-                };
-                let outcome = match issued {
-                    Ok(issued) => store_issued(&certs, &db, &key, &app, &hostname, &issued).await,
-                    Err(error) => Err(error_chain(&error)),
-                };
-                if let Err(reason) = outcome {
+                let outcome = certs.order(&db, &key, &app, &hostname, kind, &cancel);
+                if let Err(reason) = outcome.await {
                     record_failure(&db, &hostname, &reason);
                 }
             }
             .instrument(span),
         );
+    }
+
+    /// Runs an ACME order for `hostname` of `app` (id, name): the certificate is stored and
+    /// published, or the error says why not. `cancel` ends the order, not the storing of a
+    /// certificate already issued.
+    async fn order(
+        &self,
+        db: &Db,
+        key: &DataKey,
+        app: &(i64, String),
+        hostname: &str,
+        kind: AcmeChallengeKind,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let Some(issuer) = &self.acme else {
+            return Err("this api has no acme directory configured".to_owned());
+        };
+        let issued = tokio::select! {
+            () = cancel.cancelled() => return Err("interrupted: the api shut down".to_owned()),
+            issued = issuer.issue(hostname, kind) => issued.map_err(|e| error_chain(&e))?,
+        };
+        store_issued(self, db, key, app, hostname, &issued).await
     }
 }
 

@@ -87,6 +87,13 @@ CREATE TABLE certificates (
 );
 CREATE INDEX certificates_by_app ON certificates(app_id);
 ",
+    // Renewal of ACME certificates: the challenge to order again with, and the backoff of
+    // failed renewals.
+    r"
+ALTER TABLE certificates ADD COLUMN challenge TEXT;
+ALTER TABLE certificates ADD COLUMN renew_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE certificates ADD COLUMN retry_at INTEGER;
+",
 ];
 
 /// The database handle shared by all handlers.

@@ -1,7 +1,7 @@
 //! godwit-api: the control plane behind `godwit api`.
 //!
 //! Owns organisations, bearer tokens, apps, encrypted app secrets, certificates of custom
-//! hostnames (uploaded or issued by ACME, published to the proxies through the
+//! hostnames (uploaded, or issued and renewed by ACME; published to the proxies through the
 //! `godwit_certs` bucket), the host registry and the routing table (machine id → host) in an
 //! embedded SQLite database, and serves the Machines
 //! REST API under `/v1`, shaped like Fly's. Machine calls are placed with `godwit_sched` and
@@ -26,6 +26,7 @@ mod openapi;
 mod routes;
 mod server;
 
+pub use certs::{RenewBefore, RenewBeforeError};
 pub use error::{ApiError, InitError, ServeError};
 pub use openapi::ApiDoc;
 pub use routes::hosts::HostInfo;
@@ -33,6 +34,9 @@ pub use routes::hosts::HostInfo;
 /// File names inside the data directory.
 pub const DB_FILE: &str = "api.db";
 pub const KEY_FILE: &str = "secret.key";
+
+/// How often the API looks for ACME certificates due for renewal, unless configured.
+pub const DEFAULT_ACME_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How `godwit api` runs.
 #[derive(Debug, Clone)]
@@ -48,6 +52,11 @@ pub struct ApiConfig {
     /// A PEM file of root CAs to trust for the ACME server (a test CA such as pebble's),
     /// instead of the system roots.
     pub acme_ca_pem: Option<std::path::PathBuf>,
+    /// When an ACME certificate is renewed: by default in the last third of its lifetime.
+    pub acme_renew_before: RenewBefore,
+    /// How often renewal looks for due certificates; also the first backoff after a failed
+    /// renewal, which doubles with each failure in a row.
+    pub acme_renew_every: std::time::Duration,
     /// The region whose NATS server `nats_url` is, and every region of the cluster: with more
     /// than one, hosts and machines are read from every region's bucket (local mirrors).
     pub state_topology: godwit_state::Topology,

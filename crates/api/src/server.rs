@@ -155,6 +155,14 @@ pub(crate) async fn serve(
     let published = certs.republish(&db, &key).await.map_err(db_error)?;
     tracing::debug!(published, "certificates published");
     let db = Arc::new(db);
+    crate::certs::renew::spawn(
+        &certs,
+        db.clone(),
+        key.clone(),
+        cfg.acme_renew_before,
+        cfg.acme_renew_every,
+        cancel.child_token(),
+    );
     let agents = Agents::new(db.clone(), key.clone()).map_err(ServeError::Client)?;
     let state = AppState {
         db,

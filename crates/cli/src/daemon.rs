@@ -38,6 +38,14 @@ pub(crate) struct ApiArgs {
     /// PEM file of root CAs to trust for the ACME server instead of the system's
     #[arg(long, value_name = "FILE")]
     acme_ca_pem: Option<PathBuf>,
+    /// Renew ACME certificates this long before they expire: a share of their lifetime
+    /// ("1/3", "0.25") or a duration ("30days")
+    #[arg(long, value_name = "SHARE|DURATION", default_value = "1/3")]
+    acme_renew_before: godwit_api::RenewBefore,
+    /// How often to look for ACME certificates due for renewal (also the first retry delay
+    /// after a failed renewal, doubling with each failure)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    acme_renew_every: std::time::Duration,
     /// Every region of the cluster (comma-separated); with more than one, state is read from
     /// each region's bucket, mirrored into the NATS server of `--state-region`
     #[arg(long, value_delimiter = ',')]
@@ -167,6 +175,10 @@ pub(crate) fn api(args: ApiArgs) -> anyhow::Result<()> {
         }));
     }
     let data_dir = args.data_dir.context("--data-dir is required")?;
+    anyhow::ensure!(
+        !args.acme_renew_every.is_zero(),
+        "--acme-renew-every 0s would check without pause: give a duration such as 1h"
+    );
     init_daemon_tracing();
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -183,6 +195,8 @@ pub(crate) fn api(args: ApiArgs) -> anyhow::Result<()> {
             default_region: args.region,
             acme_directory: args.acme_directory,
             acme_ca_pem: args.acme_ca_pem,
+            acme_renew_before: args.acme_renew_before,
+            acme_renew_every: args.acme_renew_every,
         };
         godwit_api::serve(cfg, listener, cancel)
             .await

@@ -181,6 +181,15 @@ fn daemon_commands() {
     ]);
     parse(&["api", "init", "--data-dir", "/d", "--org", "acme"]);
     assert!(must_reject(&["api", "--listen", "x"]).contains("--data-dir"));
+    for window in ["1/4", "0.2", "30days"] {
+        parse(&["api", "--data-dir", "/d", "--acme-renew-before", window]);
+    }
+    parse(&["api", "--data-dir", "/d", "--acme-renew-every", "10m"]);
+    let refused = must_reject(&["api", "--data-dir", "/d", "--acme-renew-before", "2/1"]);
+    assert!(
+        refused.contains("share of the certificate's lifetime below 1"),
+        "{refused}"
+    );
     parse(&[
         "agent",
         "--data-dir",

@@ -5,13 +5,18 @@
 //! (`/.well-known/acme-challenge/<token>`), and tells which app a custom hostname routes to.
 //! A challenge asked for before the `godwit_acme` replica has it is read from the bucket
 //! directly (see `lookup`).
+//!
+//! Both kinds of record are opened through the cluster's [`Topology`], as machines are: in a
+//! multi-region cluster the API writes them to its own region's bucket (the hub's) and every
+//! other region's server mirrors it, so a proxy reads them from its own region's server and
+//! keeps serving what it has while the hub is cut off.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use godwit_state::{Bucket, Change, Replica};
-use godwit_types::{AcmeChallengeKind, AcmeChallengeRecord, CertRecord};
+use godwit_state::{Change, Records, Replica, StateClient, StateError, Topology};
+use godwit_types::{ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::broadcast;
@@ -35,9 +40,9 @@ pub const ACME_HTTP_PREFIX: &str = "/.well-known/acme-challenge/";
 #[derive(Clone, Default)]
 pub struct CertStore {
     inner: Arc<RwLock<Tables>>,
-    /// The `godwit_acme` bucket, read directly for a challenge the replica does not hold yet
-    /// (the API tells the ACME server as soon as its put is acknowledged).
-    challenges: Option<Bucket<AcmeChallengeRecord>>,
+    /// The `godwit_acme` records, read directly for a challenge the replica does not hold
+    /// yet (the API tells the ACME server as soon as its put is acknowledged).
+    challenges: Option<Records<AcmeChallengeRecord>>,
 }
 
 #[derive(Default)]
@@ -64,19 +69,40 @@ struct HostCert {
 // === impl CertStore ===
 
 impl CertStore {
+    /// Opens the `godwit_certs` and `godwit_acme` records as `topology` lays them out and
+    /// follows them until `cancel` fires: what the daemon runs.
+    pub async fn open(
+        state: &StateClient,
+        topology: &Topology,
+        cancel: CancellationToken,
+    ) -> Result<Self, StateError> {
+        let certs = state
+            .records::<CertRecord>(CERTS_BUCKET, topology)
+            .await?
+            .replica_until(cancel.child_token())
+            .await?;
+        let challenge_records = state
+            .records::<AcmeChallengeRecord>(ACME_BUCKET, topology)
+            .await?;
+        let challenges = challenge_records
+            .replica_until(cancel.child_token())
+            .await?;
+        Ok(Self::follow(certs, challenges, challenge_records, cancel))
+    }
+
     /// A store following both replicas until `cancel` fires: what they hold now, then every
-    /// change. Records that do not parse are logged and left out. `challenge_bucket` is the
-    /// bucket `challenges` replicates: a challenge asked for before the replica has it is read
+    /// change. Records that do not parse are logged and left out. `challenge_records` are
+    /// what `challenges` replicates: a challenge asked for before the replica has it is read
     /// from there directly.
     pub fn follow(
         certs: Replica<CertRecord>,
         challenges: Replica<AcmeChallengeRecord>,
-        challenge_bucket: Bucket<AcmeChallengeRecord>,
+        challenge_records: Records<AcmeChallengeRecord>,
         cancel: CancellationToken,
     ) -> Self {
         let store = CertStore {
             inner: Arc::default(),
-            challenges: Some(challenge_bucket),
+            challenges: Some(challenge_records),
         };
         let cert_ops = Ops {
             put: Tables::put_cert,
@@ -145,10 +171,7 @@ impl fmt::Debug for CertStore {
             .field("default", &tables.default.is_some())
             .field("hosts", &tables.hosts.keys().collect::<Vec<_>>())
             .field("challenges", &tables.challenge_keys.len())
-            .field(
-                "challenge_bucket",
-                &self.challenges.as_ref().map(Bucket::name),
-            )
+            .field("challenge_records", &self.challenges.is_some())
             .finish()
     }
 }

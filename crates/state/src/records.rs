@@ -62,6 +62,16 @@ impl<T: Record> Records<T> {
         }
     }
 
+    /// The current value of `key` read from the servers, not a replica: the bucket, or with
+    /// several regions [`RegionalBucket::get`] (what another region's writer acknowledged,
+    /// even before this region's mirror has it).
+    pub async fn get(&self, key: &str) -> Result<Option<T>, StateError> {
+        match &self.layout {
+            Layout::Single(bucket) => bucket.get(key).await,
+            Layout::Regional(regional) => regional.get(key).await,
+        }
+    }
+
     /// A replica of every region's records, ending when `cancel` fires.
     pub async fn replica_until(&self, cancel: CancellationToken) -> Result<Replica<T>, StateError> {
         match &self.layout {

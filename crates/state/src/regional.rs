@@ -9,7 +9,10 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use async_nats::jetstream::{self, kv, stream};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -25,6 +28,9 @@ pub struct RegionalBucket<T> {
     home: Bucket<T>,
     /// The local mirror of every other region's bucket, with the region.
     mirrors: Vec<(String, kv::Store)>,
+    /// Every other region's own bucket, read through its domain (`$JS.<region>.API`) by
+    /// [`RegionalBucket::get`]; opened at the first read, since that crosses the WAN.
+    origins: Arc<Vec<OnceCell<Bucket<T>>>>,
     client: async_nats::Client,
 }
 
@@ -62,11 +68,13 @@ pub(crate) async fn open<T: Record>(
         let store = open_mirror(client.jetstream(), name, region).await?;
         mirrors.push((region.to_owned(), store));
     }
+    let origins = Arc::new(mirrors.iter().map(|_| OnceCell::new()).collect());
     Ok(RegionalBucket {
         name: name.to_owned(),
         home_region: home_region.to_owned(),
         home,
         mirrors,
+        origins,
         client: client.nats().clone(),
     })
 }
@@ -153,6 +161,71 @@ impl<T: Record> RegionalBucket<T> {
         &self.home
     }
 
+    /// The current value of `key`, whichever region wrote it: this region's bucket and the
+    /// local mirrors first, then every other region's own bucket through its domain, which
+    /// holds what its writer had acknowledged before the mirror here has caught up. For a
+    /// record that must be readable everywhere as soon as its put returns (an ACME
+    /// challenge); a miss costs a WAN round trip to every other region, concurrently.
+    /// Regions that cannot be reached count as not holding it, unless none answers.
+    pub async fn get(&self, key: &str) -> Result<Option<T>, StateError> {
+        if let Some(value) = self.home.get(key).await? {
+            return Ok(Some(value));
+        }
+        for (region, store) in &self.mirrors {
+            let bucket = Bucket::<T>::new(
+                regional_bucket_name(&self.name, region),
+                store.clone(),
+                self.client.clone(),
+            );
+            if let Some(value) = bucket.get(key).await? {
+                return Ok(Some(value));
+            }
+        }
+        let reads = self
+            .mirrors
+            .iter()
+            .zip(self.origins.iter())
+            .map(|((region, _), origin)| self.get_at_origin(region, origin, key));
+        let (mut answered, mut first_error) = (false, None);
+        for read in futures::future::join_all(reads).await {
+            match read {
+                Ok(Some(value)) => return Ok(Some(value)),
+                Ok(None) => answered = true,
+                Err(error) => {
+                    debug!(%error, key, "a region's own bucket could not be read");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) if !answered => Err(error),
+            _ => Ok(None),
+        }
+    }
+
+    /// `key` read from `region`'s own bucket in its domain.
+    async fn get_at_origin(
+        &self,
+        region: &str,
+        origin: &OnceCell<Bucket<T>>,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
+        let bucket = origin
+            .get_or_try_init(|| async {
+                let name = regional_bucket_name(&self.name, region);
+                let context = jetstream::with_domain(self.client.clone(), region);
+                let store = context.get_key_value(&name).await.map_err(|source| {
+                    StateError::OpenBucket {
+                        bucket: format!("{name} (domain {region})"),
+                        source: source.into(),
+                    }
+                })?;
+                Ok::<_, StateError>(Bucket::new(name, store, self.client.clone()))
+            })
+            .await?;
+        bucket.get(key).await
+    }
+
     /// Starts a replica of every region's records: the home bucket and the local mirror of
     /// every other region's, merged into one map (keys must be unique across regions, as
     /// machine ids are). It reads only the local server, so it keeps serving what it knows
@@ -186,6 +259,7 @@ impl<T> Clone for RegionalBucket<T> {
             home_region: self.home_region.clone(),
             home: self.home.clone(),
             mirrors: self.mirrors.clone(),
+            origins: Arc::clone(&self.origins),
             client: self.client.clone(),
         }
     }

@@ -14,6 +14,9 @@ use x509_parser::prelude::FromDer as _;
 pub(crate) struct CertFacts {
     /// The leaf's issuer, as an RFC 4514 string.
     pub(crate) issuer: String,
+    /// Unix milliseconds: start of the leaf's validity (with `not_after`, its lifetime, which
+    /// sets when an ACME certificate is renewed).
+    pub(crate) not_before: u64,
     /// Unix milliseconds.
     pub(crate) not_after: u64,
 }
@@ -88,11 +91,12 @@ pub(crate) fn check_cert(
     }
     Ok(CertFacts {
         issuer: leaf.issuer().to_string(),
-        not_after: u64::try_from(not_after).unwrap_or(0).saturating_mul(1000),
+        not_before: unix_ms(not_before),
+        not_after: unix_ms(not_after),
     })
 }
 
-/// The leaf's issuer and end of validity, for a chain this API got from an ACME server.
+/// The leaf's issuer and validity, for a chain this API got from an ACME server or stored.
 pub(crate) fn facts(fullchain_pem: &str) -> Result<CertFacts, CertProblem> {
     let leaf_der = CertificateDer::pem_slice_iter(fullchain_pem.as_bytes())
         .next()
@@ -100,11 +104,17 @@ pub(crate) fn facts(fullchain_pem: &str) -> Result<CertFacts, CertProblem> {
         .map_err(|e| CertProblem::ChainPem(e.to_string()))?;
     let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&leaf_der)
         .map_err(|e| CertProblem::Parse(e.to_string()))?;
-    let not_after = leaf.validity().not_after.timestamp();
+    let validity = leaf.validity();
     Ok(CertFacts {
         issuer: leaf.issuer().to_string(),
-        not_after: u64::try_from(not_after).unwrap_or(0).saturating_mul(1000),
+        not_before: unix_ms(validity.not_before.timestamp()),
+        not_after: unix_ms(validity.not_after.timestamp()),
     })
+}
+
+/// Unix seconds (before 1970 counts as 1970) as milliseconds.
+fn unix_ms(secs: i64) -> u64 {
+    u64::try_from(secs).unwrap_or(0).saturating_mul(1000)
 }
 
 /// `hostname` lower-cased without a trailing dot, if it is a DNS name with at least two

@@ -1,5 +1,6 @@
 //! Certificates of custom hostnames: one row per hostname (unique across organisations),
-//! the private key sealed by the caller before it gets here.
+//! the private key sealed by the caller before it gets here. ACME rows also keep the
+//! challenge they were ordered with and how their renewals fare.
 
 use rusqlite::{OptionalExtension as _, params};
 
@@ -38,6 +39,12 @@ pub(crate) struct CertRow {
     pub(crate) not_after: Option<u64>,
     pub(crate) created_at: u64,
     pub(crate) updated_at: u64,
+    /// `http-01` or `tls-alpn-01`: what the last ACME order used, and renewals use.
+    pub(crate) challenge: Option<String>,
+    /// Renewals that failed since the last certificate was stored.
+    pub(crate) renew_failures: u32,
+    /// Unix ms before which a failed renewal is not tried again.
+    pub(crate) retry_at: Option<u64>,
 }
 
 /// A certificate to store as ready: the chain, the sealed key, and what the listing shows.
@@ -52,7 +59,7 @@ pub(crate) struct StoredCert {
 
 const CERT_SELECT: &str = "SELECT c.hostname, c.app_id, a.name, a.org_id, c.source, c.status,
         c.error, c.fullchain, c.key_nonce, c.key_ciphertext, c.issuer, c.not_after,
-        c.created_at, c.updated_at
+        c.created_at, c.updated_at, c.challenge, c.renew_failures, c.retry_at
     FROM certificates c JOIN apps a ON a.id = c.app_id";
 
 impl Db {
@@ -72,6 +79,17 @@ impl Db {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "{CERT_SELECT} WHERE c.fullchain IS NOT NULL ORDER BY c.hostname"
+        ))?;
+        let rows = stmt.query_map([], cert_row)?;
+        rows.collect()
+    }
+
+    /// ACME certificates that have a chain and no order in progress: what renewal checks.
+    pub(crate) fn renewable_certs(&self) -> rusqlite::Result<Vec<CertRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{CERT_SELECT} WHERE c.source = 'acme' AND c.fullchain IS NOT NULL
+                AND c.status != 'pending' ORDER BY c.hostname"
         ))?;
         let rows = stmt.query_map([], cert_row)?;
         rows.collect()
@@ -103,7 +121,8 @@ impl Db {
              ON CONFLICT (hostname) DO UPDATE SET source = excluded.source, status = 'ready',
                 error = NULL, fullchain = excluded.fullchain, key_nonce = excluded.key_nonce,
                 key_ciphertext = excluded.key_ciphertext, issuer = excluded.issuer,
-                not_after = excluded.not_after, updated_at = excluded.updated_at
+                not_after = excluded.not_after, updated_at = excluded.updated_at,
+                renew_failures = 0, retry_at = NULL
              WHERE certificates.app_id = excluded.app_id",
             params![
                 hostname,
@@ -120,20 +139,54 @@ impl Db {
         Ok(changed > 0)
     }
 
-    /// Marks `hostname` as having an ACME order in progress for app `app_id`, keeping any
-    /// certificate it already has. `Ok(false)` when another app holds the hostname, or an
-    /// order for it is already in progress.
-    pub(crate) fn start_acme(&self, app_id: i64, hostname: &str) -> rusqlite::Result<bool> {
+    /// Marks `hostname` as having an ACME order by `challenge` in progress for app `app_id`,
+    /// keeping any certificate it already has. `Ok(false)` when another app holds the
+    /// hostname, or an order for it is already in progress.
+    pub(crate) fn start_acme(
+        &self,
+        app_id: i64,
+        hostname: &str,
+        challenge: &str,
+    ) -> rusqlite::Result<bool> {
         let now = now_ms();
         let changed = self.conn().execute(
-            "INSERT INTO certificates (hostname, app_id, source, status, created_at, updated_at)
-             VALUES (?1, ?2, 'acme', 'pending', ?3, ?3)
+            "INSERT INTO certificates (hostname, app_id, source, status, challenge, created_at,
+                 updated_at)
+             VALUES (?1, ?2, 'acme', 'pending', ?3, ?4, ?4)
              ON CONFLICT (hostname) DO UPDATE SET status = 'pending', error = NULL,
-                updated_at = excluded.updated_at
+                challenge = excluded.challenge, updated_at = excluded.updated_at
              WHERE certificates.app_id = excluded.app_id AND certificates.status != 'pending'",
-            params![hostname, app_id, now],
+            params![hostname, app_id, challenge, now],
         )?;
         Ok(changed > 0)
+    }
+
+    /// Marks the ACME certificate of `hostname` as being renewed (status `pending`; it is
+    /// still served). `Ok(false)` when an order for it is already in progress.
+    pub(crate) fn start_renewal(&self, hostname: &str) -> rusqlite::Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE certificates SET status = 'pending', error = NULL, updated_at = ?2
+             WHERE hostname = ?1 AND source = 'acme' AND status != 'pending'",
+            params![hostname, now_ms()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Records a failed renewal of `hostname`: why, one more failure in a row, and not to try
+    /// again before `retry_at` (unix ms). The certificate stays and is still served.
+    pub(crate) fn fail_renewal(
+        &self,
+        hostname: &str,
+        error: &str,
+        retry_at: u64,
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE certificates SET status = 'failed', error = ?2, updated_at = ?3,
+                renew_failures = renew_failures + 1, retry_at = ?4
+             WHERE hostname = ?1",
+            params![hostname, error, now_ms(), retry_at],
+        )?;
+        Ok(())
     }
 
     /// Records why an ACME order failed. A certificate the hostname already had stays (and
@@ -212,5 +265,81 @@ fn cert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
         not_after: row.get(11)?,
         created_at: row.get(12)?,
         updated_at: row.get(13)?,
+        challenge: row.get(14)?,
+        renew_failures: row.get(15)?,
+        retry_at: row.get(16)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::TokenKind;
+
+    fn stored(not_after: u64) -> StoredCert {
+        StoredCert {
+            fullchain: "chain".to_owned(),
+            key_nonce: vec![1],
+            key_ciphertext: vec![2],
+            issuer: "CN=test".to_owned(),
+            not_after,
+        }
+    }
+
+    #[test]
+    fn only_acme_certificates_are_renewed_and_failures_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("api.db")).unwrap();
+        db.create_org("acme", &[(TokenKind::Admin, "h".into(), "gw_x".into())])
+            .unwrap();
+        let org_id = db.find_token("h").unwrap().unwrap().org_id;
+        let app = db.create_app(org_id, "shop").unwrap().unwrap();
+        db.put_ready_cert(app.id, "up.example.com", CertSource::Custom, &stored(7))
+            .unwrap();
+        assert!(
+            db.start_acme(app.id, "le.example.com", "tls-alpn-01")
+                .unwrap()
+        );
+        // Pending without a certificate yet: nothing to renew.
+        assert!(db.renewable_certs().unwrap().is_empty());
+        db.put_ready_cert(app.id, "le.example.com", CertSource::Acme, &stored(9))
+            .unwrap();
+        let renewable = db.renewable_certs().unwrap();
+        let names: Vec<&str> = renewable.iter().map(|c| c.hostname.as_str()).collect();
+        assert_eq!(
+            names,
+            ["le.example.com"],
+            "uploaded certificates are not renewed"
+        );
+        assert_eq!(renewable[0].challenge.as_deref(), Some("tls-alpn-01"));
+        assert!(!db.start_renewal("up.example.com").unwrap());
+
+        assert!(db.start_renewal("le.example.com").unwrap());
+        assert!(
+            !db.start_renewal("le.example.com").unwrap(),
+            "one at a time"
+        );
+        assert!(!db.start_acme(app.id, "le.example.com", "http-01").unwrap());
+        db.fail_renewal("le.example.com", "renewal failed: no", 1234)
+            .unwrap();
+        db.fail_renewal("le.example.com", "renewal failed: no", 5678)
+            .unwrap();
+        let failed = db.cert("le.example.com").unwrap().unwrap();
+        assert_eq!(failed.status, CertStatus::Failed);
+        assert_eq!((failed.renew_failures, failed.retry_at), (2, Some(5678)));
+        assert_eq!(
+            failed.fullchain.as_deref(),
+            Some("chain"),
+            "the old one stays"
+        );
+        assert_eq!(failed.not_after, Some(9));
+
+        // A new certificate clears the failures.
+        db.put_ready_cert(app.id, "le.example.com", CertSource::Acme, &stored(11))
+            .unwrap();
+        let renewed = db.cert("le.example.com").unwrap().unwrap();
+        assert_eq!(renewed.status, CertStatus::Ready);
+        assert_eq!((renewed.renew_failures, renewed.retry_at), (0, None));
+        assert_eq!(renewed.error, None);
+    }
 }

@@ -89,7 +89,10 @@ pub(crate) async fn add_acme(
         }
     };
     check_free(&state, &auth, &app_row, &hostname)?;
-    if !state.db.start_acme(app_row.id, &hostname)? {
+    if !state
+        .db
+        .start_acme(app_row.id, &hostname, certs::kind_name(kind))?
+    {
         return Err(ApiError::Conflict(format!(
             "an acme order for {hostname} is already in progress: wait for it with \
              GET /v1/apps/{app}/certificates/{hostname}"

@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use godwit_proxy::{ApiStarter, CertStore, Listeners, ProxyConfig};
+use godwit_state::Topology;
 use godwit_types::machine::MachinePort;
-use godwit_types::{
-    ACME_BUCKET, AcmeChallengeRecord, CERTS_BUCKET, CertRecord, MachineRecord, MachineService,
-    MachineState,
-};
+use godwit_types::{ACME_BUCKET, AcmeChallengeRecord, MachineRecord, MachineService, MachineState};
 use reqwest::Method;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -39,34 +37,9 @@ async fn acme_issues_by_http01_and_tls_alpn01_and_the_proxy_serves_it() -> anyho
     .await?;
     api.must_create_app("shop").await;
 
-    // The app's machine, and a proxy following the buckets the API writes.
-    let backend = start_backend().await?;
-    let machines = api.state.bucket::<MachineRecord>("godwit_machines").await?;
-    machines.put("m-shop", &machine_record(backend)).await?;
-    let cancel = CancellationToken::new();
-    let _stop = cancel.clone().drop_guard();
-    let certs = api.state.bucket::<CertRecord>(CERTS_BUCKET).await?;
+    let proxy = AcmeProxy::start(&api, http, Some(https)).await?;
+    let store = proxy.store.clone();
     let challenges = api.state.bucket::<AcmeChallengeRecord>(ACME_BUCKET).await?;
-    let store = CertStore::follow(
-        certs.replica().await?,
-        challenges.replica().await?,
-        challenges.clone(),
-        cancel.clone(),
-    );
-    let mut cfg = ProxyConfig::new(http_addr, "apps.godwit.test", "ams");
-    cfg.https_listen = Some(https_addr);
-    cfg.certs = Some(store.clone());
-    cfg.shutdown_grace = Duration::from_secs(1);
-    let proxy = tokio::spawn(godwit_proxy::serve_with(
-        cfg,
-        Listeners {
-            http,
-            https: Some(https),
-        },
-        machines.replica().await?,
-        Arc::new(ApiStarter::new(&api.url, &api.admin_token)),
-        cancel.clone(),
-    ));
 
     for (hostname, challenge) in [
         ("shop.godwit-acme.test", "http-01"),
@@ -122,9 +95,7 @@ async fn acme_issues_by_http01_and_tls_alpn01_and_the_proxy_serves_it() -> anyho
         .json()
         .await?;
     assert_eq!(listed["certificates"].as_array().map(Vec::len), Some(2));
-    cancel.cancel();
-    proxy.await??;
-    Ok(())
+    proxy.stop().await
 }
 
 #[tokio::test]
@@ -159,8 +130,55 @@ async fn a_failed_validation_is_reported_with_the_reason() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A godwit proxy for app `shop` (its machine put in the machines bucket), following the
+/// certificates and challenges the API publishes as `godwit proxy` does
+/// ([`CertStore::open`]); it answers HTTP-01 on `http` and TLS-ALPN-01 and HTTPS on `https`.
+pub(crate) struct AcmeProxy {
+    pub(crate) store: CertStore,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), godwit_proxy::ProxyError>>,
+}
+
+impl AcmeProxy {
+    pub(crate) async fn start(
+        api: &TestApi,
+        http: tokio::net::TcpListener,
+        https: Option<tokio::net::TcpListener>,
+    ) -> anyhow::Result<AcmeProxy> {
+        let backend = start_backend().await?;
+        let machines = api.state.bucket::<MachineRecord>("godwit_machines").await?;
+        machines.put("m-shop", &machine_record(backend)).await?;
+        let cancel = CancellationToken::new();
+        let topology = Topology::new("local", &[]);
+        let store = CertStore::open(&api.state, &topology, cancel.child_token()).await?;
+        let mut cfg = ProxyConfig::new(http.local_addr()?, "apps.godwit.test", "ams");
+        cfg.https_listen = https.as_ref().map(|l| l.local_addr()).transpose()?;
+        cfg.certs = Some(store.clone());
+        cfg.shutdown_grace = Duration::from_secs(1);
+        let task = tokio::spawn(godwit_proxy::serve_with(
+            cfg,
+            Listeners { http, https },
+            machines.replica().await?,
+            Arc::new(ApiStarter::new(&api.url, &api.admin_token)),
+            cancel.clone(),
+        ));
+        Ok(AcmeProxy {
+            store,
+            cancel,
+            task,
+        })
+    }
+
+    /// Stops the proxy and waits until its listeners are closed.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
 /// Polls the certificate until it leaves `pending`; fails with the reason when it failed.
-async fn wait_issued(
+pub(crate) async fn wait_issued(
     api: &TestApi,
     hostname: &str,
     pebble: &Pebble,
@@ -194,7 +212,7 @@ async fn wait_issued(
     }
 }
 
-async fn wait_until(what: &str, cond: impl Fn() -> bool) -> anyhow::Result<()> {
+pub(crate) async fn wait_until(what: &str, cond: impl Fn() -> bool) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !cond() {
         if tokio::time::Instant::now() >= deadline {
@@ -205,7 +223,7 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn curl_https(
+pub(crate) async fn curl_https(
     hostname: &str,
     addr: SocketAddr,
     root: &std::path::Path,

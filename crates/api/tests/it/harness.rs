@@ -50,6 +50,8 @@ impl TestApi {
             default_region: DEFAULT_REGION.into(),
             acme_directory: None,
             acme_ca_pem: None,
+            acme_renew_before: godwit_api::RenewBefore::default(),
+            acme_renew_every: godwit_api::DEFAULT_ACME_RENEW_EVERY,
         };
         tweak(&mut cfg);
         let server = tokio::spawn(godwit_api::serve(cfg, listener, cancel.clone()));

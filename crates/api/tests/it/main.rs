@@ -15,5 +15,6 @@ mod harness;
 mod machines;
 mod openapi;
 mod pebble;
+mod renew;
 mod secrets;
 mod suspend;

@@ -25,6 +25,17 @@ pub(crate) struct Pebble {
 
 impl Pebble {
     pub(crate) fn start(http_port: u16, tls_port: u16) -> anyhow::Result<Pebble> {
+        Self::start_with_validity(http_port, tls_port, None)
+    }
+
+    /// Like [`Pebble::start`], issuing certificates valid for `validity` (pebble's
+    /// `certificateValidityPeriod`; its default is five years) so that tests can see them
+    /// come due for renewal.
+    pub(crate) fn start_with_validity(
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<Duration>,
+    ) -> anyhow::Result<Pebble> {
         let dir = tempfile::Builder::new()
             .prefix("godwit-pebble-")
             .tempdir()?;
@@ -71,7 +82,7 @@ impl Pebble {
 
         let listen_port = free_tcp_port()?;
         pebble.management_port = free_tcp_port()?;
-        let config = serde_json::json!({ "pebble": {
+        let mut config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{listen_port}"),
             "managementListenAddress": format!("127.0.0.1:{}", pebble.management_port),
             "certificate": path("cert.pem"),
@@ -81,6 +92,9 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
+        if let Some(validity) = validity {
+            config["pebble"]["certificateValidityPeriod"] = validity.as_secs().into();
+        }
         std::fs::write(path("pebble.json"), config.to_string())?;
         let child = Command::new("pebble")
             .arg("-config")

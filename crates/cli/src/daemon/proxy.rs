@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use godwit_types::record::{ACME_BUCKET, AcmeChallengeRecord, CERTS_BUCKET, CertRecord};
+use godwit_types::record::{ACME_BUCKET, CERTS_BUCKET};
 use godwit_types::{HostRecord, MachineRecord};
 
 /// The bucket agents publish their machines to (godwit-agent's `publish.rs`).
@@ -39,8 +39,9 @@ pub(crate) struct ProxyArgs {
     /// Serve Prometheus metrics at `http://<ADDR>/metrics`
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// Every region of the cluster (comma-separated); with more than one, machines are read
-    /// from each region's bucket, mirrored into this region's NATS server
+    /// Every region of the cluster (comma-separated); with more than one, machines, hosts,
+    /// certificates and ACME challenges are read from each region's bucket, mirrored into
+    /// this region's NATS server
     #[arg(long, value_delimiter = ',')]
     regions: Vec<String>,
     /// Plain HTTP (and h2c) listen address
@@ -144,29 +145,12 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             );
         }
         // Uploaded and ACME-issued certificates, and open ACME challenges, come from the API
-        // through NATS; the store reloads on every change.
-        let certs = state
-            .bucket::<CertRecord>(CERTS_BUCKET)
-            .await
-            .with_context(|| format!("open the {CERTS_BUCKET} bucket"))?
-            .replica_until(cancel.child_token())
-            .await
-            .with_context(|| format!("follow the {CERTS_BUCKET} bucket"))?;
-        // A challenge the replica does not have yet is read from the bucket directly.
-        let challenge_bucket = state
-            .bucket::<AcmeChallengeRecord>(ACME_BUCKET)
-            .await
-            .with_context(|| format!("open the {ACME_BUCKET} bucket"))?;
-        let challenges = challenge_bucket
-            .replica_until(cancel.child_token())
-            .await
-            .with_context(|| format!("follow the {ACME_BUCKET} bucket"))?;
-        cfg.certs = Some(godwit_proxy::CertStore::follow(
-            certs,
-            challenges,
-            challenge_bucket,
-            cancel.child_token(),
-        ));
+        // through NATS (in every region, as machines do); the store reloads on every change.
+        cfg.certs = Some(
+            godwit_proxy::CertStore::open(&state, &topology, cancel.child_token())
+                .await
+                .with_context(|| format!("follow the {CERTS_BUCKET} and {ACME_BUCKET} buckets"))?,
+        );
         let starter = Arc::new(godwit_proxy::ApiStarter::new(&args.api_url, &token));
         godwit_proxy::serve(cfg, machines, starter, cancel)
             .await

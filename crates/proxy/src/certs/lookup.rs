@@ -1,7 +1,9 @@
-//! Direct reads of the `godwit_acme` bucket. The API tells the ACME server that a challenge
-//! is ready as soon as its put is acknowledged; the replica's watch may deliver it later than
-//! a fast validator arrives. An acknowledged put is visible to a direct get, so a challenge
-//! the tables do not hold is looked up there before giving up.
+//! Direct reads of the `godwit_acme` records. The API tells the ACME server that a challenge
+//! is ready as soon as its put is acknowledged; the replica's watch (and, in another region,
+//! the mirror feeding it) may deliver it later than a fast validator arrives. An acknowledged
+//! put is visible to a direct get at the writer's server, so a challenge the tables do not
+//! hold is looked up there (`Records::get`: locally, then at the writing region) before
+//! giving up.
 
 use std::time::Duration;
 

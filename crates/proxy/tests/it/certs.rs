@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use godwit_proxy::{ACME_TLS_ALPN, CertStore};
 use godwit_state::testing::NatsServer;
-use godwit_state::{Bucket, StateClient, key_for};
+use godwit_state::{Bucket, StateClient, Topology, key_for};
 use godwit_types::{
     ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord, MachineState,
 };
@@ -19,6 +19,7 @@ use crate::support::{Backend, DOMAIN, Harness, HarnessBuilder, record, wait_unti
 
 mod early;
 mod handshake;
+mod regions;
 
 use handshake::handshake;
 
@@ -65,7 +66,7 @@ struct CertHarness {
     default_leaf: Vec<u8>,
     ca: TestCa,
     _backend: Backend,
-    _nats: NatsServer,
+    _nats: Vec<NatsServer>,
     _cancel: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
@@ -78,12 +79,6 @@ impl CertHarness {
     /// Like [`CertHarness::start`], but the store's challenge replica follows the bucket
     /// `replicated` (the store still reads `godwit_acme` directly on a miss).
     async fn start_following(replicated: &str) -> anyhow::Result<CertHarness> {
-        let dir = tempfile::tempdir()?;
-        let ca = TestCa::must_new(dir.path());
-        let (chain, key, default_leaf) = ca.must_issue(&format!("*.{DOMAIN}"));
-        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert_path, chain)?;
-        std::fs::write(&key_path, key)?;
         let nats =
             NatsServer::start().context("start nats-server (apt-get install -y nats-server)")?;
         let client = StateClient::connect(&nats.url).await?;
@@ -95,12 +90,27 @@ impl CertHarness {
             .await?
             .replica()
             .await?;
-        let store = CertStore::follow(
-            certs.replica().await?,
-            replica,
-            challenges.clone(),
-            cancel.clone(),
-        );
+        let lookups = client
+            .records::<AcmeChallengeRecord>(ACME_BUCKET, &Topology::new("local", &[]))
+            .await?;
+        let store = CertStore::follow(certs.replica().await?, replica, lookups, cancel.clone());
+        CertHarness::with_store(store, (certs, challenges), vec![nats], cancel).await
+    }
+
+    /// A proxy with https and a default certificate, serving from `store`; `buckets` are
+    /// where the tests write certificates and challenges.
+    async fn with_store(
+        store: CertStore,
+        (certs, challenges): (Bucket<CertRecord>, Bucket<AcmeChallengeRecord>),
+        nats: Vec<NatsServer>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<CertHarness> {
+        let dir = tempfile::tempdir()?;
+        let ca = TestCa::must_new(dir.path());
+        let (chain, key, default_leaf) = ca.must_issue(&format!("*.{DOMAIN}"));
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, chain)?;
+        std::fs::write(&key_path, key)?;
         let backend = Backend::start("shop-1").await;
         let with_store = store.clone();
         let proxy = HarnessBuilder::new()

@@ -210,3 +210,40 @@ async fn rejects_invalid_regions() {
         );
     }
 }
+
+#[tokio::test]
+async fn get_reads_a_key_at_its_writing_region_when_the_mirror_lacks_it() {
+    let [ams, iad, mut syd] = must_regions().await;
+    // iad's copy of ams's bucket is a plain, empty bucket, not a mirror: nothing ams writes
+    // arrives there, so only a read at ams's own server can find it.
+    iad.client
+        .bucket::<Machine>("early_ams")
+        .await
+        .expect("plain bucket in place of the mirror");
+    let in_iad = iad
+        .client
+        .regional_bucket::<Machine>("early", "iad", &REGIONS)
+        .await
+        .unwrap();
+    let in_ams = ams
+        .client
+        .regional_bucket::<Machine>("early", "ams", &REGIONS)
+        .await
+        .unwrap();
+    let written = machine("m-early", "started");
+    in_ams.home().put("m-early", &written).await.unwrap();
+    assert_eq!(in_iad.get("m-early").await.unwrap(), Some(written.clone()));
+    let replica = in_iad.replica().await.unwrap();
+    replica.wait_ready(DEADLINE).await.unwrap();
+    assert_eq!(
+        replica.get("m-early"),
+        None,
+        "the replica reads only locally"
+    );
+
+    // A region that cannot be reached counts as not holding the key.
+    assert_eq!(in_iad.get("m-none").await.unwrap(), None);
+    syd.nats.stop();
+    assert_eq!(in_iad.get("m-none").await.unwrap(), None);
+    assert_eq!(in_iad.get("m-early").await.unwrap(), Some(written));
+}

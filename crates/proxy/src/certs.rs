@@ -43,6 +43,9 @@ pub struct CertStore {
     /// The `godwit_acme` records, read directly for a challenge the replica does not hold
     /// yet (the API tells the ACME server as soon as its put is acknowledged).
     challenges: Option<Records<AcmeChallengeRecord>>,
+    /// Caps those direct reads: anyone can ask for an unknown token, and in a multi-region
+    /// cluster each read may cross to every other region.
+    lookups: Arc<lookup::Budget>,
 }
 
 #[derive(Default)]
@@ -103,6 +106,7 @@ impl CertStore {
         let store = CertStore {
             inner: Arc::default(),
             challenges: Some(challenge_records),
+            lookups: Arc::default(),
         };
         let cert_ops = Ops {
             put: Tables::put_cert,

@@ -3,9 +3,11 @@
 //! the mirror feeding it) may deliver it later than a fast validator arrives. An acknowledged
 //! put is visible to a direct get at the writer's server, so a challenge the tables do not
 //! hold is looked up there (`Records::get`: locally, then at the writing region) before
-//! giving up.
+//! giving up. Such reads are capped at [`LOOKUPS_PER_SECOND`]: the paths and SNI names that
+//! trigger them are the client's to choose, and each may cost a round trip to every region.
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use godwit_state::key_for;
 use godwit_types::{AcmeChallengeKind, AcmeChallengeRecord};
@@ -15,6 +17,32 @@ use crate::body::ProxyBody;
 
 /// How long one direct read of the bucket may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Direct reads allowed per second and proxy. An ACME order validates a few times per
+/// challenge; anything beyond this is somebody probing, who gets the replica's answer only.
+pub(crate) const LOOKUPS_PER_SECOND: u32 = 20;
+
+/// A fixed one-second window of direct reads.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    window: Mutex<Option<(Instant, u32)>>,
+}
+
+impl Budget {
+    /// Takes one read from the budget of the second `now` falls in; false when spent.
+    pub(crate) fn take(&self, now: Instant) -> bool {
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *window {
+            Some((start, used)) if now.duration_since(*start) < Duration::from_secs(1) => {
+                if *used >= LOOKUPS_PER_SECOND {
+                    return false;
+                }
+                *used += 1;
+            }
+            _ => *window = Some((now, 1)),
+        }
+        true
+    }
+}
 
 impl CertStore {
     /// The answer to an HTTP-01 validation request for `path`, when it asks for the token of
@@ -73,6 +101,10 @@ impl CertStore {
         if id.is_empty() {
             return None;
         }
+        if !self.lookups.take(Instant::now()) {
+            tracing::debug!(id, "direct acme challenge reads over budget this second");
+            return None;
+        }
         match tokio::time::timeout(LOOKUP_TIMEOUT, bucket.get(&key_for(id))).await {
             Ok(Ok(record)) => record,
             Ok(Err(error)) => {
@@ -84,5 +116,21 @@ impl CertStore {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_so_many_reads_a_second_then_refills() {
+        let budget = Budget::default();
+        let start = Instant::now();
+        for _ in 0..LOOKUPS_PER_SECOND {
+            assert!(budget.take(start));
+        }
+        assert!(!budget.take(start + Duration::from_millis(999)));
+        assert!(budget.take(start + Duration::from_secs(1)));
     }
 }

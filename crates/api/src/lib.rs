@@ -48,6 +48,11 @@ pub struct ApiConfig {
     /// A PEM file of root CAs to trust for the ACME server (a test CA such as pebble's),
     /// instead of the system roots.
     pub acme_ca_pem: Option<std::path::PathBuf>,
+    /// The cluster certificate key (32 random bytes, mode 0600; created when missing): the
+    /// private keys of certificates cross NATS sealed with it, and every proxy opens them
+    /// with the same file. Needed when ACME is on or certificates are stored; without it,
+    /// uploads are refused.
+    pub cert_key_file: Option<PathBuf>,
     /// The region whose NATS server `nats_url` is, and every region of the cluster: with more
     /// than one, hosts and machines are read from every region's bucket (local mirrors).
     pub state_topology: godwit_state::Topology,

@@ -38,6 +38,11 @@ pub(crate) struct ApiArgs {
     /// PEM file of root CAs to trust for the ACME server instead of the system's
     #[arg(long, value_name = "FILE")]
     acme_ca_pem: Option<PathBuf>,
+    /// Cluster certificate key (32 random bytes, made if missing): certificate private keys
+    /// go to the proxies sealed with it; give every proxy the same file. Needed for ACME and
+    /// certificate uploads
+    #[arg(long, value_name = "FILE")]
+    cert_key_file: Option<PathBuf>,
     /// Every region of the cluster (comma-separated); with more than one, state is read from
     /// each region's bucket, mirrored into the NATS server of `--state-region`
     #[arg(long, value_delimiter = ',')]
@@ -183,6 +188,7 @@ pub(crate) fn api(args: ApiArgs) -> anyhow::Result<()> {
             default_region: args.region,
             acme_directory: args.acme_directory,
             acme_ca_pem: args.acme_ca_pem,
+            cert_key_file: args.cert_key_file,
         };
         godwit_api::serve(cfg, listener, cancel)
             .await

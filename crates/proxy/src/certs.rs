@@ -4,7 +4,8 @@
 //! handshake by SNI, answers TLS-ALPN-01 handshakes (ALPN `acme-tls/1`) and HTTP-01 requests
 //! (`/.well-known/acme-challenge/<token>`), and tells which app a custom hostname routes to.
 //! A challenge asked for before the `godwit_acme` replica has it is read from the bucket
-//! directly (see `lookup`).
+//! directly (see `lookup`). Private keys arrive sealed with the cluster certificate key and
+//! are opened with [`CertKey`] (see `unseal`); nothing else opens them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 mod keys;
 mod lookup;
 mod tls;
+mod unseal;
 
 pub(crate) use tls::{accept as tls_accept, tls_config};
+pub use unseal::CertKey;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -42,6 +45,8 @@ pub struct CertStore {
 
 #[derive(Default)]
 struct Tables {
+    /// Opens the private keys of certificate records; `None` leaves every record out.
+    cert_key: Option<CertKey>,
     /// Served when no custom hostname matches the SNI.
     default: Option<Arc<CertifiedKey>>,
     /// Custom hostname → its certificate and app.
@@ -65,17 +70,22 @@ struct HostCert {
 
 impl CertStore {
     /// A store following both replicas until `cancel` fires: what they hold now, then every
-    /// change. Records that do not parse are logged and left out. `challenge_bucket` is the
-    /// bucket `challenges` replicates: a challenge asked for before the replica has it is read
-    /// from there directly.
+    /// change. Records that do not parse, or whose key does not open with `cert_key`, are
+    /// logged and left out. `challenge_bucket` is the bucket `challenges` replicates: a
+    /// challenge asked for before the replica has it is read from there directly.
     pub fn follow(
         certs: Replica<CertRecord>,
         challenges: Replica<AcmeChallengeRecord>,
         challenge_bucket: Bucket<AcmeChallengeRecord>,
+        cert_key: Option<CertKey>,
         cancel: CancellationToken,
     ) -> Self {
+        let tables = Tables {
+            cert_key,
+            ..Tables::default()
+        };
         let store = CertStore {
-            inner: Arc::default(),
+            inner: Arc::new(RwLock::new(tables)),
             challenges: Some(challenge_bucket),
         };
         let cert_ops = Ops {
@@ -159,7 +169,14 @@ impl Tables {
     fn put_cert(&mut self, key: String, record: CertRecord) {
         self.del_cert(&key);
         let hostname = bare_host(&record.hostname);
-        match keys::certified_key(&record.fullchain_pem, &record.key_pem) {
+        let key_pem = match unseal::open_key(self.cert_key.as_ref(), &record) {
+            Ok(key_pem) => key_pem,
+            Err(error) => {
+                tracing::error!(hostname = %hostname, %error, "certificate record left out");
+                return;
+            }
+        };
+        match keys::certified_key(&record.fullchain_pem, &key_pem) {
             Ok(certified) => {
                 tracing::info!(hostname = %hostname, app = %record.app, "certificate loaded");
                 self.host_keys.insert(key, hostname.clone());

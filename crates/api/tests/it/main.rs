@@ -15,5 +15,6 @@ mod harness;
 mod machines;
 mod openapi;
 mod pebble;
+mod proxy;
 mod secrets;
 mod suspend;

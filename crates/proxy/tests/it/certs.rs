@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use godwit_proxy::{ACME_TLS_ALPN, CertStore};
+use godwit_proxy::{ACME_TLS_ALPN, CertKey, CertStore};
+use godwit_state::seal::SealKey;
 use godwit_state::testing::NatsServer;
 use godwit_state::{Bucket, StateClient, key_for};
 use godwit_types::{
     ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord, MachineState,
+    SealedKey,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,7 @@ use crate::support::{Backend, DOMAIN, Harness, HarnessBuilder, record, wait_unti
 
 mod early;
 mod handshake;
+mod sealed;
 
 use handshake::handshake;
 
@@ -56,9 +59,12 @@ impl TestCa {
 }
 
 /// The proxy with https, a default `*.<DOMAIN>` certificate, and a store following its own
-/// nats-server's certificate and challenge buckets.
+/// nats-server's certificate and challenge buckets, opening keys with the cluster key the
+/// harness seals them with (as the API does).
 struct CertHarness {
     proxy: Harness,
+    /// The cluster certificate key: what the API would seal with (the proxy reads its file).
+    cert_key: SealKey,
     certs: Bucket<CertRecord>,
     challenges: Bucket<AcmeChallengeRecord>,
     store: CertStore,
@@ -79,6 +85,8 @@ impl CertHarness {
     /// `replicated` (the store still reads `godwit_acme` directly on a miss).
     async fn start_following(replicated: &str) -> anyhow::Result<CertHarness> {
         let dir = tempfile::tempdir()?;
+        let cert_key_file = dir.path().join("cert.key");
+        let cert_key = SealKey::load(&cert_key_file, true)?;
         let ca = TestCa::must_new(dir.path());
         let (chain, key, default_leaf) = ca.must_issue(&format!("*.{DOMAIN}"));
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -99,6 +107,7 @@ impl CertHarness {
             certs.replica().await?,
             replica,
             challenges.clone(),
+            Some(CertKey::load(&cert_key_file)?),
             cancel.clone(),
         );
         let backend = Backend::start("shop-1").await;
@@ -116,6 +125,7 @@ impl CertHarness {
             .await?;
         Ok(CertHarness {
             proxy,
+            cert_key,
             certs,
             challenges,
             store,
@@ -132,15 +142,24 @@ impl CertHarness {
         self.proxy.https.expect("https listener")
     }
 
+    /// Publishes a certificate as the API does: its key sealed with the cluster key.
     async fn must_put_cert(&self, app: &str, hostname: &str, chain: &str, key: &str) {
-        let record = CertRecord {
+        let (nonce, ciphertext) = self
+            .cert_key
+            .seal_base64(hostname.as_bytes(), key.as_bytes());
+        self.must_put_record(&CertRecord {
             app: app.to_owned(),
             hostname: hostname.to_owned(),
             fullchain_pem: chain.to_owned(),
-            key_pem: key.to_owned(),
-        };
+            key_sealed: Some(SealedKey { nonce, ciphertext }),
+        })
+        .await;
+    }
+
+    async fn must_put_record(&self, record: &CertRecord) {
+        let hostname = &record.hostname;
         self.certs
-            .put(&key_for(hostname), &record)
+            .put(&key_for(hostname), record)
             .await
             .expect("put certificate");
     }

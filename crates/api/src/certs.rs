@@ -1,8 +1,9 @@
 //! Certificates for custom hostnames: validation of uploaded ones, issuance and renewal by
 //! ACME, and their distribution to the proxies through the `godwit_certs` bucket (key
 //! `key_for(hostname)`). The proxies never call the API: what they serve is what the bucket
-//! holds. Private keys are sealed with the data key in the database; in the bucket they are in
-//! clear (NATS is the cluster-internal bus).
+//! holds. Private keys are sealed with the data key in the database, and with the cluster
+//! certificate key (`--cert-key-file`, shared with the proxies; AAD = the hostname) in the
+//! bucket: whoever reads NATS without that file reads no key.
 //!
 //! Both buckets are opened through the API's state topology, like hosts and machines: with
 //! several regions the API writes `godwit_certs_<its region>` (the hub's) and every region's
@@ -10,7 +11,9 @@
 
 use std::sync::Arc;
 
+use godwit_state::seal::SealKey;
 use godwit_state::{Bucket, StateClient, StateError};
+use godwit_types::record::SealedKey;
 use godwit_types::{ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -33,11 +36,30 @@ pub use renew::{RenewBefore, RenewBeforeError};
 pub(crate) struct Certs {
     bucket: Bucket<CertRecord>,
     acme: Option<Arc<AcmeIssuer>>,
+    /// Seals private keys for the proxies; `None` refuses to publish.
+    cert_key: Option<SealKey>,
+}
+
+/// Why a certificate was not published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error(
+        "this api has no certificate key to seal private keys for the proxies: restart it \
+         with --cert-key-file <path> (the file its proxies get)"
+    )]
+    NoCertKey,
+    #[error("failed to write the certificate bucket")]
+    State(#[from] StateError),
 }
 
 impl Certs {
-    /// Opens both buckets; ACME is on when `cfg.acme_directory` is set.
-    pub(crate) async fn open(cfg: &ApiConfig, state: &StateClient) -> Result<Self, StateError> {
+    /// Opens both buckets; ACME is on when `cfg.acme_directory` is set. Private keys are
+    /// published sealed with `cert_key`.
+    pub(crate) async fn open(
+        cfg: &ApiConfig,
+        state: &StateClient,
+        cert_key: Option<SealKey>,
+    ) -> Result<Self, StateError> {
         let topology = &cfg.state_topology;
         let bucket = state
             .records::<CertRecord>(CERTS_BUCKET, topology)
@@ -59,7 +81,16 @@ impl Certs {
             }
             None => None,
         };
-        Ok(Certs { bucket, acme })
+        Ok(Certs {
+            bucket,
+            acme,
+            cert_key,
+        })
+    }
+
+    /// Whether this API can hand certificates to the proxies (it has a certificate key).
+    pub(crate) fn can_publish(&self) -> bool {
+        self.cert_key.is_some()
     }
 
     /// Whether this API can issue certificates by ACME.
@@ -67,19 +98,22 @@ impl Certs {
         self.acme.is_some()
     }
 
-    /// Tells the proxies to serve `fullchain` for `hostname` and route it to `app`.
+    /// Tells the proxies to serve `fullchain` for `hostname` and route it to `app`. The key
+    /// goes sealed under a fresh nonce, bound to `hostname`.
     pub(crate) async fn publish(
         &self,
         app: &str,
         hostname: &str,
         fullchain: &str,
         key_pem: &str,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), PublishError> {
+        let cert_key = self.cert_key.as_ref().ok_or(PublishError::NoCertKey)?;
+        let (nonce, ciphertext) = cert_key.seal_base64(hostname.as_bytes(), key_pem.as_bytes());
         let record = CertRecord {
             app: app.to_owned(),
             hostname: hostname.to_owned(),
             fullchain_pem: fullchain.to_owned(),
-            key_pem: key_pem.to_owned(),
+            key_sealed: Some(SealedKey { nonce, ciphertext }),
         };
         self.bucket
             .put(&godwit_state::key_for(hostname), &record)

@@ -1,13 +1,10 @@
 //! The data key, secret encryption at rest, and bearer tokens.
 
 use std::fmt;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use godwit_state::seal::{KeyFileError, SealKey};
 use sha2::{Digest as _, Sha256};
 
 /// Prefix of every token this API issues.
@@ -16,7 +13,7 @@ pub(crate) const TOKEN_PREFIX: &str = "gw_";
 /// The 32-byte key that encrypts secrets (ChaCha20-Poly1305) and keys their digests.
 #[derive(Clone)]
 pub(crate) struct DataKey {
-    bytes: [u8; 32],
+    key: SealKey,
 }
 
 /// Why a ciphertext could not be opened (wrong key, or the row was tampered with).
@@ -26,43 +23,15 @@ pub(crate) struct DecryptError;
 
 impl DataKey {
     /// Reads the key file, or creates it (mode 0600) when `create` is set and it is missing.
-    pub(crate) fn load(path: &Path, create: bool) -> std::io::Result<Self> {
-        match std::fs::File::open(path) {
-            Ok(mut file) => {
-                let mut bytes = [0_u8; 32];
-                file.read_exact(&mut bytes)?;
-                Ok(Self { bytes })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                let bytes: [u8; 32] = rand::random();
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)?;
-                file.write_all(&bytes)?;
-                file.sync_all()?;
-                Ok(Self { bytes })
-            }
-            Err(e) => Err(e),
-        }
+    pub(crate) fn load(path: &Path, create: bool) -> Result<Self, KeyFileError> {
+        SealKey::load(path, create).map(|key| Self { key })
     }
 
     /// Encrypts `plaintext`, bound to `aad` (so a row cannot be moved to another secret).
     /// Returns (nonce, ciphertext).
     pub(crate) fn seal(&self, aad: &str, plaintext: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let nonce: [u8; 12] = rand::random();
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.bytes));
-        let sealed = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: aad.as_bytes(),
-                },
-            )
-            .expect("chacha20poly1305 encryption of an in-memory buffer cannot fail");
-        (nonce.to_vec(), sealed)
+        let sealed = self.key.seal(aad.as_bytes(), plaintext);
+        (sealed.nonce.to_vec(), sealed.ciphertext)
     }
 
     pub(crate) fn open(
@@ -71,25 +40,15 @@ impl DataKey {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, DecryptError> {
-        if nonce.len() != 12 {
-            return Err(DecryptError);
-        }
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.bytes));
-        cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: aad.as_bytes(),
-                },
-            )
+        self.key
+            .open(aad.as_bytes(), nonce, ciphertext)
             .map_err(|_| DecryptError)
     }
 
     /// A short digest of a secret value, keyed so it cannot be brute-forced without the key.
     pub(crate) fn digest(&self, value: &[u8]) -> String {
         let mut hasher = Sha256::new();
-        hasher.update(self.bytes);
+        hasher.update(self.key.bytes());
         hasher.update(value);
         let full = hex::encode(hasher.finalize());
         full[..16].to_owned()

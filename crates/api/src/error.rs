@@ -61,7 +61,7 @@ pub enum InitError {
     Key {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: godwit_state::seal::KeyFileError,
     },
     #[error("failed to set up the database {path}")]
     Database {
@@ -86,8 +86,21 @@ pub enum ServeError {
     Key {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: godwit_state::seal::KeyFileError,
     },
+    #[error("failed to read or create the certificate key {path}")]
+    CertKey {
+        path: PathBuf,
+        #[source]
+        source: godwit_state::seal::KeyFileError,
+    },
+    /// Certificates are on (ACME, or some are stored) but there is no key to seal them for
+    /// the proxies with.
+    #[error(
+        "{reason}, but no certificate key is set: add --cert-key-file <path> (the same file \
+         every proxy gets as --cert-key-file); it is created if missing"
+    )]
+    NoCertKey { reason: String },
     #[error("failed to open the state buckets")]
     State(#[source] godwit_state::StateError),
     #[error("failed to build the agent http client")]

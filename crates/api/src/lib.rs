@@ -57,6 +57,11 @@ pub struct ApiConfig {
     /// How often renewal looks for due certificates; also the first backoff after a failed
     /// renewal, which doubles with each failure in a row.
     pub acme_renew_every: std::time::Duration,
+    /// The cluster certificate key (32 random bytes, mode 0600; created when missing): the
+    /// private keys of certificates cross NATS sealed with it, and every proxy opens them
+    /// with the same file. Needed when ACME is on or certificates are stored; without it,
+    /// uploads are refused.
+    pub cert_key_file: Option<PathBuf>,
     /// The region whose NATS server `nats_url` is, and every region of the cluster: with more
     /// than one, hosts and machines are read from every region's bucket (local mirrors).
     pub state_topology: godwit_state::Topology,

@@ -9,6 +9,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use godwit_state::seal::SealKey;
 use godwit_state::{Replica, StateClient};
 use godwit_types::api::ErrorBody;
 use godwit_types::{HostRecord, MachineRecord};
@@ -114,6 +115,7 @@ pub(crate) async fn serve(
         path: key_path.clone(),
         source,
     })?;
+    let cert_key = load_cert_key(&cfg, &db)?;
     let state_client = StateClient::connect(&cfg.nats_url)
         .await
         .map_err(ServeError::State)?;
@@ -142,7 +144,7 @@ pub(crate) async fn serve(
             tracing::warn!(bucket = name, %error, "serving before the replica finished loading");
         }
     }
-    let certs = Certs::open(&cfg, &state_client)
+    let certs = Certs::open(&cfg, &state_client, cert_key)
         .await
         .map_err(ServeError::State)?;
     let interrupted = db.fail_interrupted_acme().map_err(db_error)?;
@@ -183,6 +185,37 @@ pub(crate) async fn serve(
         .map_err(ServeError::Http)?;
     tracing::info!("api stopped");
     Ok(())
+}
+
+/// The certificate key of `cfg.cert_key_file` (created when missing). Without one, the API
+/// still serves, unless it has certificates to publish: ACME on, or some already stored.
+fn load_cert_key(cfg: &ApiConfig, db: &Db) -> Result<Option<SealKey>, ServeError> {
+    if let Some(path) = &cfg.cert_key_file {
+        return SealKey::load(path, true)
+            .map(Some)
+            .map_err(|source| ServeError::CertKey {
+                path: path.clone(),
+                source,
+            });
+    }
+    if cfg.acme_directory.is_some() {
+        return Err(ServeError::NoCertKey {
+            reason: "acme is on (--acme-directory)".to_owned(),
+        });
+    }
+    let stored = db
+        .servable_certs()
+        .map_err(|source| ServeError::Database {
+            path: cfg.data_dir.join(DB_FILE),
+            source,
+        })?
+        .len();
+    if stored > 0 {
+        return Err(ServeError::NoCertKey {
+            reason: format!("the database holds {stored} certificates to publish"),
+        });
+    }
+    Ok(None)
 }
 
 /// Gives each request an id (span field, `fly-request-id` header) and turns 5xx errors into

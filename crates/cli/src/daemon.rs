@@ -46,6 +46,11 @@ pub(crate) struct ApiArgs {
     /// after a failed renewal, doubling with each failure)
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     acme_renew_every: std::time::Duration,
+    /// Cluster certificate key (32 random bytes, made if missing): certificate private keys
+    /// go to the proxies sealed with it; give every proxy the same file. Needed for ACME and
+    /// certificate uploads
+    #[arg(long, value_name = "FILE")]
+    cert_key_file: Option<PathBuf>,
     /// Every region of the cluster (comma-separated); with more than one, state is read from
     /// each region's bucket, mirrored into the NATS server of `--state-region`
     #[arg(long, value_delimiter = ',')]
@@ -197,6 +202,7 @@ pub(crate) fn api(args: ApiArgs) -> anyhow::Result<()> {
             acme_ca_pem: args.acme_ca_pem,
             acme_renew_before: args.acme_renew_before,
             acme_renew_every: args.acme_renew_every,
+            cert_key_file: args.cert_key_file,
         };
         godwit_api::serve(cfg, listener, cancel)
             .await

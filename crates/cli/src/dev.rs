@@ -91,6 +91,9 @@ struct Layout {
     tls_dir: PathBuf,
     /// The token the proxy starts and stops machines with (0600).
     proxy_token_file: PathBuf,
+    /// The cluster certificate key, given to the API and the proxy as `--cert-key-file`
+    /// (0600): certificate private keys cross NATS sealed with it.
+    cert_key_file: PathBuf,
     /// The multi-region world's data (its daemons' state and logs).
     world_dir: PathBuf,
     /// `world::WorldState`: the world daemon's pid and the world's prefix.
@@ -308,6 +311,7 @@ impl Layout {
             env_file: dev_dir.join("env.json"),
             tls_dir: dev_dir.join("tls"),
             proxy_token_file: dev_dir.join("proxy-token"),
+            cert_key_file: dev_dir.join("cert.key"),
             world_dir: dev_dir.join("world"),
             world_state_file: dev_dir.join("world.json"),
             world_socket: dev_dir.join("world.sock"),

@@ -178,6 +178,8 @@ fn daemon_commands() {
         "nats://x:1",
         "--region",
         "ams",
+        "--cert-key-file",
+        "/d/cert.key",
     ]);
     parse(&["api", "init", "--data-dir", "/d", "--org", "acme"]);
     assert!(must_reject(&["api", "--listen", "x"]).contains("--data-dir"));

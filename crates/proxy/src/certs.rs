@@ -4,7 +4,8 @@
 //! handshake by SNI, answers TLS-ALPN-01 handshakes (ALPN `acme-tls/1`) and HTTP-01 requests
 //! (`/.well-known/acme-challenge/<token>`), and tells which app a custom hostname routes to.
 //! A challenge asked for before the `godwit_acme` replica has it is read from the bucket
-//! directly (see `lookup`).
+//! directly (see `lookup`). Private keys arrive sealed with the cluster certificate key and
+//! are opened with [`CertKey`] (see `unseal`); nothing else opens them.
 //!
 //! Both kinds of record are opened through the cluster's [`Topology`], as machines are: in a
 //! multi-region cluster the API writes them to its own region's bucket (the hub's) and every
@@ -25,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 mod keys;
 mod lookup;
 mod tls;
+mod unseal;
 
 pub(crate) use tls::{accept as tls_accept, tls_config};
+pub use unseal::CertKey;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -50,6 +53,8 @@ pub struct CertStore {
 
 #[derive(Default)]
 struct Tables {
+    /// Opens the private keys of certificate records; `None` leaves every record out.
+    cert_key: Option<CertKey>,
     /// Served when no custom hostname matches the SNI.
     default: Option<Arc<CertifiedKey>>,
     /// Custom hostname → its certificate and app.
@@ -73,10 +78,12 @@ struct HostCert {
 
 impl CertStore {
     /// Opens the `godwit_certs` and `godwit_acme` records as `topology` lays them out and
-    /// follows them until `cancel` fires: what the daemon runs.
+    /// follows them until `cancel` fires, opening private keys with `cert_key`: what the
+    /// daemon runs.
     pub async fn open(
         state: &StateClient,
         topology: &Topology,
+        cert_key: Option<CertKey>,
         cancel: CancellationToken,
     ) -> Result<Self, StateError> {
         let certs = state
@@ -90,21 +97,32 @@ impl CertStore {
         let challenges = challenge_records
             .replica_until(cancel.child_token())
             .await?;
-        Ok(Self::follow(certs, challenges, challenge_records, cancel))
+        Ok(Self::follow(
+            certs,
+            challenges,
+            challenge_records,
+            cert_key,
+            cancel,
+        ))
     }
 
     /// A store following both replicas until `cancel` fires: what they hold now, then every
-    /// change. Records that do not parse are logged and left out. `challenge_records` are
-    /// what `challenges` replicates: a challenge asked for before the replica has it is read
-    /// from there directly.
+    /// change. Records that do not parse, or whose key does not open with `cert_key`, are
+    /// logged and left out. `challenge_records` are what `challenges` replicates: a challenge
+    /// asked for before the replica has it is read from there directly.
     pub fn follow(
         certs: Replica<CertRecord>,
         challenges: Replica<AcmeChallengeRecord>,
         challenge_records: Records<AcmeChallengeRecord>,
+        cert_key: Option<CertKey>,
         cancel: CancellationToken,
     ) -> Self {
+        let tables = Tables {
+            cert_key,
+            ..Tables::default()
+        };
         let store = CertStore {
-            inner: Arc::default(),
+            inner: Arc::new(RwLock::new(tables)),
             challenges: Some(challenge_records),
             lookups: Arc::default(),
         };
@@ -186,7 +204,14 @@ impl Tables {
     fn put_cert(&mut self, key: String, record: CertRecord) {
         self.del_cert(&key);
         let hostname = bare_host(&record.hostname);
-        match keys::certified_key(&record.fullchain_pem, &record.key_pem) {
+        let key_pem = match unseal::open_key(self.cert_key.as_ref(), &record) {
+            Ok(key_pem) => key_pem,
+            Err(error) => {
+                tracing::error!(hostname = %hostname, %error, "certificate record left out");
+                return;
+            }
+        };
+        match keys::certified_key(&record.fullchain_pem, &key_pem) {
             Ok(certified) => {
                 tracing::info!(hostname = %hostname, app = %record.app, "certificate loaded");
                 self.host_keys.insert(key, hostname.clone());

@@ -58,7 +58,7 @@ use godwit_types::MachineRecord;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use certs::{ACME_HTTP_PREFIX, ACME_TLS_ALPN, CertStore};
+pub use certs::{ACME_HTTP_PREFIX, ACME_TLS_ALPN, CertKey, CertStore};
 pub use config::{ProxyConfig, ProxyError};
 pub use starter::{ApiStarter, Starter};
 

@@ -12,6 +12,8 @@
 //!
 //! Owns the NATS connection handling, the key encoding ([`key_for`]) and the JSON encoding
 //! of records. Must not depend on any other godwit crate: records are any serde type.
+//! [`seal`] reads and creates key files and seals values with them (the certificate keys
+//! in `godwit_certs` cross NATS sealed, never in clear).
 //! The `testing` feature adds [`testing::NatsServer`], a real `nats-server` for tests.
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ mod records;
 mod region;
 mod regional;
 mod replica;
+pub mod seal;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -28,6 +28,15 @@ enum Layout<T> {
     Regional(RegionalBucket<T>),
 }
 
+/// One plain bucket as the records of a one-region cluster.
+impl<T> From<Bucket<T>> for Records<T> {
+    fn from(bucket: Bucket<T>) -> Self {
+        Records {
+            layout: Layout::Single(bucket),
+        }
+    }
+}
+
 // === impl Topology ===
 
 impl Topology {

@@ -273,6 +273,11 @@ impl World {
         SocketAddr::V4(SocketAddrV4::new(self.cp.ipv4, API_PORT))
     }
 
+    /// The cluster certificate key the API and every proxy share (`--cert-key-file`).
+    pub fn cert_key_file(&self) -> std::path::PathBuf {
+        self.spec.data_dir.join("cert.key")
+    }
+
     fn teardown(&mut self) -> Vec<StopError> {
         let mut errors = Vec::new();
         if self.testbed.is_none() {

@@ -20,7 +20,7 @@ pub use machine::{
 };
 pub use record::{
     ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord, HostRecord,
-    MachineRecord,
+    MachineRecord, SealedKey,
 };
 
 /// Milliseconds since the Unix epoch, the timestamp unit of machine events.

@@ -52,14 +52,28 @@ pub const ACME_BUCKET: &str = "godwit_acme";
 
 /// A certificate the proxies serve for `hostname`, and the app that hostname routes to.
 ///
-/// The private key travels in clear over the cluster-internal bus (NATS).
+/// JSON shape: `{"app", "hostname", "fullchain_pem", "key_sealed": {"nonce", "ciphertext"}}`.
+/// The private key never travels in clear: `key_sealed` is its PEM sealed with the cluster
+/// certificate key (ChaCha20-Poly1305, AAD = `hostname`), which only the API and the proxies
+/// hold. Records from before keys were sealed carried `key_pem` instead; that field is not
+/// read, such records parse with `key_sealed: None`, and proxies refuse them by hostname.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertRecord {
     pub app: String,
     pub hostname: String,
     /// Leaf first, then the intermediates.
     pub fullchain_pem: String,
-    pub key_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sealed: Option<SealedKey>,
+}
+
+/// A private key sealed for the proxies: both fields base64 (standard alphabet, padded).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedKey {
+    /// The 12-byte nonce, fresh for every publish.
+    pub nonce: String,
+    /// The sealed PEM and its 16-byte tag.
+    pub ciphertext: String,
 }
 
 impl std::fmt::Debug for CertRecord {
@@ -67,7 +81,14 @@ impl std::fmt::Debug for CertRecord {
         f.debug_struct("CertRecord")
             .field("app", &self.app)
             .field("hostname", &self.hostname)
+            .field("key_sealed", &self.key_sealed.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedKey(..)")
     }
 }
 
@@ -90,4 +111,54 @@ pub enum AcmeChallengeKind {
     /// carrying the SHA-256 of the key authorization (RFC 8737).
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> CertRecord {
+        CertRecord {
+            app: "shop".to_owned(),
+            hostname: "www.example.test".to_owned(),
+            fullchain_pem: "CHAIN".to_owned(),
+            key_sealed: Some(SealedKey {
+                nonce: "Tk9OQ0U=".to_owned(),
+                ciphertext: "U0VDUkVU".to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn cert_records_have_an_explicit_shape() {
+        let json = serde_json::to_value(record()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "app": "shop",
+                "hostname": "www.example.test",
+                "fullchain_pem": "CHAIN",
+                "key_sealed": { "nonce": "Tk9OQ0U=", "ciphertext": "U0VDUkVU" },
+            })
+        );
+        // A record from before keys were sealed parses, without its clear key.
+        let old: CertRecord = serde_json::from_value(serde_json::json!({
+            "app": "shop",
+            "hostname": "www.example.test",
+            "fullchain_pem": "CHAIN",
+            "key_pem": "-----BEGIN PRIVATE KEY-----",
+        }))
+        .unwrap();
+        assert_eq!(old.key_sealed, None);
+    }
+
+    #[test]
+    fn debug_prints_no_key_material() {
+        let debug = format!("{:?}", record());
+        assert!(debug.contains("www.example.test"), "{debug}");
+        assert!(
+            !debug.contains("U0VDUkVU") && !debug.contains("Tk9OQ0U="),
+            "{debug}"
+        );
+    }
 }

@@ -10,8 +10,8 @@ fn dev_up_is_idempotent_and_down_cleans_up() {
     let data_dir = cluster.data_dir.display().to_string();
     assert!(cluster.up_output.contains("is up"), "{}", cluster.up_output);
 
-    // Files with tokens are private.
-    for file in ["env.json", "tokens.json", "join-token"] {
+    // Files with tokens or keys are private.
+    for file in ["env.json", "tokens.json", "join-token", "cert.key"] {
         let path = cluster.data_dir.join("dev").join(file);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path)
@@ -19,6 +19,20 @@ fn dev_up_is_idempotent_and_down_cleans_up() {
                 .permissions(),
         );
         assert_eq!(mode & 0o077, 0, "{} is readable by others", path.display());
+    }
+    // One certificate key, given to the API and the proxy (their command lines name it).
+    let cert_key = cluster.data_dir.join("dev").join("cert.key");
+    assert_eq!(std::fs::read(&cert_key).expect("cert key").len(), 32);
+    let flag = format!("--cert-key-file {}", cert_key.display());
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cluster.data_dir.join("dev").join("state.json")).expect("dev state"),
+    )
+    .expect("dev state is json");
+    for daemon in ["api", "proxy"] {
+        let pid = &state["pids"][daemon];
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("daemon runs");
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains(&flag), "{daemon}: {cmdline}");
     }
 
     let again = cluster.must_godwit(&dir, &["dev", "up", "--data-dir", &data_dir]);

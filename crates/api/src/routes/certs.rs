@@ -29,6 +29,11 @@ pub(crate) async fn add_custom(
     ApiJson(req): ApiJson<CustomCertificateRequest>,
 ) -> Result<(StatusCode, Json<Certificate>), ApiError> {
     let app_row = state.app(&auth, &app)?;
+    if !state.certs.can_publish() {
+        return Err(ApiError::Unprocessable(
+            certs::PublishError::NoCertKey.to_string(),
+        ));
+    }
     let hostname = validate::normalize_hostname(&req.hostname).map_err(ApiError::Unprocessable)?;
     check_free(&state, &auth, &app_row, &hostname)?;
     let now_secs = i64::try_from(godwit_types::now_ms() / 1000).unwrap_or(i64::MAX);

@@ -1,13 +1,22 @@
 //! Custom certificates: validation (422 naming the problem), hostnames unique across
 //! organisations (409), keys sealed at rest, and the `godwit_certs` bucket following
-//! uploads and deletes.
+//! uploads and deletes. In the bucket the private key is sealed with the cluster certificate
+//! key: real proxies with that key serve the certificate, one with another key does not, and
+//! an API without the key refuses certificates naming the flag to add.
 
+use std::path::Path;
+use std::time::Duration;
+
+use godwit_proxy::CertKey;
+use godwit_state::seal::SealKey;
 use godwit_types::{CERTS_BUCKET, CertRecord};
 use rcgen::{CertificateParams, KeyPair};
 use reqwest::Method;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::harness::{TestApi, error_of};
+use crate::proxy::{BODY, TestProxy, curl_https, must_run_shop};
 
 const HOST: &str = "www.shop-example.test";
 
@@ -117,10 +126,8 @@ async fn custom_certificates_are_checked_stored_sealed_and_published() {
         (published.app.as_str(), published.hostname.as_str()),
         ("shop", HOST)
     );
-    assert_eq!(
-        (published.fullchain_pem.as_str(), published.key_pem.as_str()),
-        (chain.as_str(), key.as_str())
-    );
+    assert_eq!(published.fullchain_pem, chain);
+    assert!(published.key_sealed.is_some(), "the key goes sealed");
     let listed: serde_json::Value = api
         .req(Method::GET, "/v1/apps/shop/certificates")
         .send()
@@ -238,4 +245,153 @@ async fn acme_needs_a_directory_and_a_known_challenge() {
         .unwrap();
     assert_eq!(res.status(), 422);
     assert!(error_of(res).await.contains("no acme directory"));
+}
+
+#[tokio::test]
+async fn published_keys_are_sealed_and_open_only_with_the_cluster_key() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    api.must_create_app("shop").await;
+    must_run_shop(&api).await;
+    let (chain, key) = must_self_signed(&[HOST]);
+    let res = upload(&api, "shop", HOST, &chain, &key).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await?);
+
+    // What the bucket holds, as JSON and as the server's files: no key in clear.
+    let key_body = key.lines().nth(1).expect("a pem body line").to_owned();
+    let raw = api
+        .state
+        .bucket::<serde_json::Value>(CERTS_BUCKET)
+        .await?
+        .get(&godwit_state::key_for(HOST))
+        .await?
+        .expect("published");
+    let text = raw.to_string();
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains(&key_body),
+        "{text}"
+    );
+    assert_eq!(raw.get("key_pem"), None);
+    let ciphertext = raw["key_sealed"]["ciphertext"]
+        .as_str()
+        .expect("a sealed key")
+        .to_owned();
+    let store = api.nats_store_dir();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let on_disk = loop {
+        let bytes = must_read_tree(&store);
+        if contains(&bytes, ciphertext.as_bytes()) {
+            break bytes;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the record never reached the nats-server's files in {}",
+            store.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        contains(&on_disk, b"BEGIN CERTIFICATE"),
+        "the chain is there"
+    );
+    assert!(!contains(&on_disk, b"PRIVATE KEY"));
+    assert!(!contains(&on_disk, key_body.as_bytes()));
+
+    // A proxy with the cluster key serves the certificate: curl, trusting only it, gets the
+    // app. One with another key leaves it out, so the handshake for the hostname fails.
+    let ca = api.data_dir.path().join("shop-cert.pem");
+    std::fs::write(&ca, &chain)?;
+    let right = TestProxy::start_anywhere(&api, Some(CertKey::load(&api.cert_key_file())?)).await?;
+    assert!(right.store.has_host(HOST));
+    assert_eq!(
+        curl_https(HOST, right.https.expect("an https listener"), &ca).await?,
+        BODY
+    );
+    let other_file = api.data_dir.path().join("other.key");
+    let other_key = CertKey::new(SealKey::load(&other_file, true)?, &other_file);
+    let wrong = TestProxy::start_anywhere(&api, Some(other_key)).await?;
+    assert!(!wrong.store.has_host(HOST));
+    let refused = curl_https(HOST, wrong.https.expect("an https listener"), &ca).await;
+    assert!(refused.is_err(), "served without the key: {refused:?}");
+    right.stop().await?;
+    wrong.stop().await
+}
+
+#[tokio::test]
+async fn without_a_cert_key_certificates_are_refused_naming_the_flag() -> anyhow::Result<()> {
+    // Uploads: a 422 that says what to add.
+    let api = TestApi::start_with(|cfg| cfg.cert_key_file = None).await?;
+    api.must_create_app("shop").await;
+    let (chain, key) = must_self_signed(&[HOST]);
+    let res = upload(&api, "shop", HOST, &chain, &key).await;
+    assert_eq!(res.status(), 422);
+    let error = error_of(res).await;
+    assert!(error.contains("--cert-key-file"), "{error}");
+    let listed: serde_json::Value = api
+        .req(Method::GET, "/v1/apps/shop/certificates")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["certificates"], json!([]), "nothing stored");
+
+    // ACME on: the API does not start.
+    let error = must_fail_to_serve(api.data_dir.path(), Some("https://acme.invalid/dir")).await;
+    assert!(
+        error.contains("acme is on") && error.contains("add --cert-key-file"),
+        "{error}"
+    );
+
+    // Certificates stored (by an API that had the key): the API does not start without it.
+    let keyed = TestApi::start().await?;
+    keyed.must_create_app("shop").await;
+    let res = upload(&keyed, "shop", HOST, &chain, &key).await;
+    assert_eq!(res.status(), 201);
+    let error = must_fail_to_serve(keyed.data_dir.path(), None).await;
+    assert!(
+        error.contains("holds 1 certificates") && error.contains("add --cert-key-file"),
+        "{error}"
+    );
+    Ok(())
+}
+
+/// Serves `data_dir` without a certificate key and returns why it refused to start.
+async fn must_fail_to_serve(data_dir: &Path, acme_directory: Option<&str>) -> String {
+    let cfg = godwit_api::ApiConfig {
+        data_dir: data_dir.to_owned(),
+        // The refusal comes before any connection: nothing listens here.
+        nats_url: "nats://127.0.0.1:1".to_owned(),
+        default_region: "ams".to_owned(),
+        acme_directory: acme_directory.map(str::to_owned),
+        acme_ca_pem: None,
+        acme_renew_before: godwit_api::RenewBefore::default(),
+        acme_renew_every: godwit_api::DEFAULT_ACME_RENEW_EVERY,
+        cert_key_file: None,
+        state_topology: godwit_state::Topology::new("local", &[]),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let served = tokio::time::timeout(
+        Duration::from_secs(10),
+        godwit_api::serve(cfg, listener, CancellationToken::new()),
+    )
+    .await
+    .expect("refuses at once");
+    served.expect_err("refuses to start").to_string()
+}
+
+/// Every file under `dir`, concatenated.
+fn must_read_tree(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            bytes.extend(must_read_tree(&path));
+        } else if let Ok(contents) = std::fs::read(&path) {
+            bytes.extend(contents);
+        }
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::FakeAgent;
 
 pub(crate) const DEFAULT_REGION: &str = "ams";
+/// The certificate key's file name in the test API's data dir.
+const CERT_KEY_FILE: &str = "cert.key";
 
 /// A running API with its own data dir and nats-server; stopped on drop.
 pub(crate) struct TestApi {
@@ -26,7 +28,7 @@ pub(crate) struct TestApi {
     pub(crate) http: reqwest::Client,
     cancel: CancellationToken,
     server: Option<JoinHandle<Result<(), ServeError>>>,
-    _nats: NatsServer,
+    nats_server: NatsServer,
 }
 
 impl TestApi {
@@ -52,6 +54,8 @@ impl TestApi {
             acme_ca_pem: None,
             acme_renew_before: godwit_api::RenewBefore::default(),
             acme_renew_every: godwit_api::DEFAULT_ACME_RENEW_EVERY,
+            // Made by the API at start, as in production; proxies under test read it.
+            cert_key_file: Some(data_dir.path().join(CERT_KEY_FILE)),
         };
         tweak(&mut cfg);
         let server = tokio::spawn(godwit_api::serve(cfg, listener, cancel.clone()));
@@ -65,7 +69,7 @@ impl TestApi {
             http: reqwest::Client::new(),
             cancel,
             server: Some(server),
-            _nats: nats,
+            nats_server: nats,
         };
         api.wait_until("api answers /v1/healthz", || async {
             Ok(api
@@ -102,6 +106,16 @@ impl TestApi {
 
     pub(crate) fn db_path(&self) -> PathBuf {
         self.data_dir.path().join(godwit_api::DB_FILE)
+    }
+
+    /// The cluster certificate key the API seals published private keys with.
+    pub(crate) fn cert_key_file(&self) -> PathBuf {
+        self.data_dir.path().join(CERT_KEY_FILE)
+    }
+
+    /// Where the nats-server keeps its JetStream files (the buckets, on disk).
+    pub(crate) fn nats_store_dir(&self) -> PathBuf {
+        self.nats_server.store_dir()
     }
 
     /// Polls `cond` until it is true, failing after 15 s.

@@ -15,6 +15,7 @@ mod harness;
 mod machines;
 mod openapi;
 mod pebble;
+mod proxy;
 mod renew;
 mod secrets;
 mod suspend;

@@ -16,9 +16,10 @@ use rustls::pki_types::pem::PemObject as _;
 use serde_json::json;
 use x509_parser::prelude::FromDer as _;
 
-use crate::acme::{AcmeProxy, wait_issued, wait_until};
+use crate::acme::wait_issued;
 use crate::harness::TestApi;
 use crate::pebble::Pebble;
+use crate::proxy::{TestProxy, must_run_shop, wait_until};
 
 /// pebble's certificates live this long; with [`RENEW_BEFORE`] they are due 3 s after issue.
 const VALIDITY: Duration = Duration::from_secs(30);
@@ -38,7 +39,7 @@ async fn a_due_acme_certificate_is_renewed_and_the_proxy_serves_the_new_one() ->
     let pebble =
         Pebble::start_with_validity(http.local_addr()?.port(), https_addr.port(), Some(VALIDITY))?;
     let api = start_api(&pebble).await?;
-    let proxy = AcmeProxy::start(&api, http, Some(https)).await?;
+    let proxy = TestProxy::start(&api, http, Some(https), Some(cert_key(&api)?)).await?;
     let hostname = "renew.godwit-acme.test";
     let first = must_issue(&api, &pebble, hostname, "tls-alpn-01").await?;
     let first_serial = leaf_serial(&published_chain(&api, hostname).await?)?;
@@ -76,8 +77,8 @@ async fn a_failed_renewal_keeps_the_old_certificate_served_and_is_retried() -> a
     let pebble = Pebble::start_with_validity(http_addr.port(), https_addr.port(), Some(VALIDITY))?;
     let api = start_api(&pebble).await?;
     // HTTP-01 is answered by one proxy, certificates are served by another that stays up.
-    let answering = AcmeProxy::start(&api, http, None).await?;
-    let serving = AcmeProxy::start(&api, bind().await?, Some(https)).await?;
+    let answering = TestProxy::start(&api, http, None, Some(cert_key(&api)?)).await?;
+    let serving = TestProxy::start(&api, bind().await?, Some(https), Some(cert_key(&api)?)).await?;
     let hostname = "retry.godwit-acme.test";
     let first = must_issue(&api, &pebble, hostname, "http-01").await?;
     let first_chain = published_chain(&api, hostname).await?;
@@ -106,14 +107,20 @@ async fn a_failed_renewal_keeps_the_old_certificate_served_and_is_retried() -> a
     assert_eq!(leaf_serial(&served)?, leaf_serial(&first_chain)?);
 
     // HTTP-01 answered again: a retry succeeds.
-    let answering = AcmeProxy::start(&api, tokio::net::TcpListener::bind(http_addr).await?, None)
+    let http = tokio::net::TcpListener::bind(http_addr)
         .await
         .context("rebind the http-01 port")?;
+    let answering = TestProxy::start(&api, http, None, Some(cert_key(&api)?)).await?;
     let renewed = wait_renewed(&api, &pebble, hostname, &first).await?;
     assert!(renewed.get("error").is_none(), "{renewed}");
     assert_ne!(published_chain(&api, hostname).await?, first_chain);
     answering.stop().await?;
     serving.stop().await
+}
+
+/// The cluster certificate key the API made, as a proxy loads it.
+fn cert_key(api: &TestApi) -> anyhow::Result<godwit_proxy::CertKey> {
+    Ok(godwit_proxy::CertKey::load(&api.cert_key_file())?)
 }
 
 async fn bind() -> anyhow::Result<tokio::net::TcpListener> {
@@ -131,6 +138,7 @@ async fn start_api(pebble: &Pebble) -> anyhow::Result<TestApi> {
     })
     .await?;
     api.must_create_app("shop").await;
+    must_run_shop(&api).await;
     Ok(api)
 }
 

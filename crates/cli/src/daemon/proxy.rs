@@ -76,6 +76,10 @@ pub(crate) struct ProxyArgs {
     /// File holding the cluster secret of backhaul requests (default: the --token-file token)
     #[arg(long)]
     backhaul_secret_file: Option<PathBuf>,
+    /// The API's --cert-key-file: opens the private keys of custom-hostname certificates,
+    /// which cross NATS sealed with it (without it, those certificates are left out)
+    #[arg(long, value_name = "FILE")]
+    cert_key_file: Option<PathBuf>,
     /// Latency shedding: when the nearest region's machines are all at their soft limit, a
     /// region at most this many milliseconds farther with room takes the request
     #[arg(long, value_name = "MS")]
@@ -102,6 +106,15 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             secret
         }
         None => token.clone(),
+    };
+    let cert_key = match &args.cert_key_file {
+        Some(path) => Some(godwit_proxy::CertKey::load(path).with_context(|| {
+            format!(
+                "read the certificate key {} (the file the API has as --cert-key-file)",
+                path.display()
+            )
+        })?),
+        None => None,
     };
     super::init_daemon_tracing();
     super::runtime()?.block_on(async move {
@@ -145,9 +158,10 @@ pub(crate) fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             );
         }
         // Uploaded and ACME-issued certificates, and open ACME challenges, come from the API
-        // through NATS (in every region, as machines do); the store reloads on every change.
+        // through NATS (in every region, as machines do); the store reloads on every change
+        // and opens private keys with the cluster certificate key.
         cfg.certs = Some(
-            godwit_proxy::CertStore::open(&state, &topology, cancel.child_token())
+            godwit_proxy::CertStore::open(&state, &topology, cert_key, cancel.child_token())
                 .await
                 .with_context(|| format!("follow the {CERTS_BUCKET} and {ACME_BUCKET} buckets"))?,
         );

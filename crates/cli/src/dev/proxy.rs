@@ -51,6 +51,8 @@ pub(super) async fn start(
         "80".into(),
         "--https-port".into(),
         "443".into(),
+        "--cert-key-file".into(),
+        layout.cert_key_file.display().to_string(),
     ];
     up::launch(layout, state, "proxy", exe, &args)?;
     let ports = [state.proxy_http_port, state.proxy_https_port];

@@ -250,6 +250,14 @@ async fn start_all(
 
     let tokens = init_api(layout, &exe, org).await?;
     super::write_private(&layout.join_token_file, tokens.join_token.as_bytes())?;
+    // One certificate key for the API and the proxy; kept across `down`/`up` like the API's
+    // data, so published certificates still open.
+    godwit_state::seal::SealKey::load(&layout.cert_key_file, true).with_context(|| {
+        format!(
+            "read or create the certificate key {}",
+            layout.cert_key_file.display()
+        )
+    })?;
 
     let api_args: Vec<String> = vec![
         "api".into(),
@@ -261,6 +269,8 @@ async fn start_all(
         state.nats_url(),
         "--region".into(),
         state.region.clone(),
+        "--cert-key-file".into(),
+        layout.cert_key_file.display().to_string(),
     ];
     launch(layout, &mut state, "api", &exe, &api_args)?;
     let api_health = format!("{}/v1/healthz", state.api_url());

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use godwit_proxy::{ACME_TLS_ALPN, CertStore};
+use godwit_proxy::{ACME_TLS_ALPN, CertKey, CertStore};
+use godwit_state::seal::SealKey;
 use godwit_state::testing::NatsServer;
 use godwit_state::{Bucket, StateClient, Topology, key_for};
 use godwit_types::{
     ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord, MachineState,
+    SealedKey,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ use crate::support::{Backend, DOMAIN, Harness, HarnessBuilder, record, wait_unti
 mod early;
 mod handshake;
 mod regions;
+mod sealed;
 
 use handshake::handshake;
 
@@ -57,9 +60,12 @@ impl TestCa {
 }
 
 /// The proxy with https, a default `*.<DOMAIN>` certificate, and a store following its own
-/// nats-server's certificate and challenge buckets.
+/// nats-server's certificate and challenge buckets, opening keys with the cluster key the
+/// harness seals them with (as the API does).
 struct CertHarness {
     proxy: Harness,
+    /// The cluster certificate key: what the API would seal with (the proxy reads its file).
+    cert_key: SealKey,
     certs: Bucket<CertRecord>,
     challenges: Bucket<AcmeChallengeRecord>,
     store: CertStore,
@@ -71,6 +77,26 @@ struct CertHarness {
     _dir: tempfile::TempDir,
 }
 
+/// A test's cluster certificate key, in a directory of its own: what the API seals with and
+/// what the proxy's key file holds.
+struct ClusterKey {
+    dir: tempfile::TempDir,
+    seal: SealKey,
+}
+
+impl ClusterKey {
+    fn new() -> anyhow::Result<ClusterKey> {
+        let dir = tempfile::tempdir()?;
+        let seal = SealKey::load(&dir.path().join("cert.key"), true)?;
+        Ok(ClusterKey { dir, seal })
+    }
+
+    /// The key as the proxy loads it, from the file.
+    fn open(&self) -> anyhow::Result<CertKey> {
+        Ok(CertKey::load(&self.dir.path().join("cert.key"))?)
+    }
+}
+
 impl CertHarness {
     async fn start() -> anyhow::Result<CertHarness> {
         CertHarness::start_following(ACME_BUCKET).await
@@ -79,6 +105,7 @@ impl CertHarness {
     /// Like [`CertHarness::start`], but the store's challenge replica follows the bucket
     /// `replicated` (the store still reads `godwit_acme` directly on a miss).
     async fn start_following(replicated: &str) -> anyhow::Result<CertHarness> {
+        let key = ClusterKey::new()?;
         let nats =
             NatsServer::start().context("start nats-server (apt-get install -y nats-server)")?;
         let client = StateClient::connect(&nats.url).await?;
@@ -93,19 +120,28 @@ impl CertHarness {
         let lookups = client
             .records::<AcmeChallengeRecord>(ACME_BUCKET, &Topology::new("local", &[]))
             .await?;
-        let store = CertStore::follow(certs.replica().await?, replica, lookups, cancel.clone());
-        CertHarness::with_store(store, (certs, challenges), vec![nats], cancel).await
+        let store = CertStore::follow(
+            certs.replica().await?,
+            replica,
+            lookups,
+            Some(key.open()?),
+            cancel.clone(),
+        );
+        CertHarness::with_store(store, key, (certs, challenges), vec![nats], cancel).await
     }
 
-    /// A proxy with https and a default certificate, serving from `store`; `buckets` are
-    /// where the tests write certificates and challenges.
+    /// A proxy with https and a default certificate, serving from `store` (which opens keys
+    /// sealed with `key`); `buckets` are where the tests write certificates and challenges.
     async fn with_store(
         store: CertStore,
+        ClusterKey {
+            dir,
+            seal: cert_key,
+        }: ClusterKey,
         (certs, challenges): (Bucket<CertRecord>, Bucket<AcmeChallengeRecord>),
         nats: Vec<NatsServer>,
         cancel: CancellationToken,
     ) -> anyhow::Result<CertHarness> {
-        let dir = tempfile::tempdir()?;
         let ca = TestCa::must_new(dir.path());
         let (chain, key, default_leaf) = ca.must_issue(&format!("*.{DOMAIN}"));
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -126,6 +162,7 @@ impl CertHarness {
             .await?;
         Ok(CertHarness {
             proxy,
+            cert_key,
             certs,
             challenges,
             store,
@@ -142,15 +179,24 @@ impl CertHarness {
         self.proxy.https.expect("https listener")
     }
 
+    /// Publishes a certificate as the API does: its key sealed with the cluster key.
     async fn must_put_cert(&self, app: &str, hostname: &str, chain: &str, key: &str) {
-        let record = CertRecord {
+        let (nonce, ciphertext) = self
+            .cert_key
+            .seal_base64(hostname.as_bytes(), key.as_bytes());
+        self.must_put_record(&CertRecord {
             app: app.to_owned(),
             hostname: hostname.to_owned(),
             fullchain_pem: chain.to_owned(),
-            key_pem: key.to_owned(),
-        };
+            key_sealed: Some(SealedKey { nonce, ciphertext }),
+        })
+        .await;
+    }
+
+    async fn must_put_record(&self, record: &CertRecord) {
+        let hostname = &record.hostname;
         self.certs
-            .put(&key_for(hostname), &record)
+            .put(&key_for(hostname), record)
             .await
             .expect("put certificate");
     }

@@ -197,6 +197,9 @@ impl World {
             nats::state_regions(&self.regions),
             "--state-region".to_owned(),
             nats::HUB_DOMAIN.to_owned(),
+            // The API makes the file; every proxy gets the same one (started after the API).
+            "--cert-key-file".to_owned(),
+            self.cert_key_file().display().to_string(),
         ];
         let exe = self.spec.godwit_exe.clone();
         let idx = self.spawn(&cp.name, &cp.netns, "api", &exe, &args)?;
@@ -229,6 +232,7 @@ impl World {
         write_private(&join_file, join_token)?;
         write_private(&token_file, &self.token.clone())?;
         write_private(&secret_file, &backhaul_secret())?;
+        let cert_key_file = self.cert_key_file();
         let state_regions = nats::state_regions(&self.regions);
         let exe = self.spec.godwit_exe.clone();
         let api_url = self.api_url();
@@ -293,6 +297,8 @@ impl World {
                 &host.node,
                 "--backhaul-secret-file",
                 &secret_file.display().to_string(),
+                "--cert-key-file",
+                &cert_key_file.display().to_string(),
             ]
             .map(str::to_owned)
             .to_vec();

@@ -10,7 +10,7 @@ use godwit_state::{Bucket, Record, StateClient, Topology, key_for};
 use godwit_types::{ACME_BUCKET, AcmeChallengeKind, AcmeChallengeRecord, CERTS_BUCKET, CertRecord};
 use tokio_util::sync::CancellationToken;
 
-use super::{CUSTOM, CertHarness};
+use super::{CUSTOM, CertHarness, ClusterKey};
 use crate::support::wait_until;
 
 /// The hub (the API's region) and `ams`, the proxy's.
@@ -36,8 +36,17 @@ impl CertHarness {
         let at_ams = StateClient::connect(&ams.url).await?;
         let proxy_topology = Topology::new("ams", &regions());
         let cancel = CancellationToken::new();
+        let key = ClusterKey::new()?;
         let store = match replicated {
-            None => CertStore::open(&at_ams, &proxy_topology, cancel.child_token()).await?,
+            None => {
+                CertStore::open(
+                    &at_ams,
+                    &proxy_topology,
+                    Some(key.open()?),
+                    cancel.child_token(),
+                )
+                .await?
+            }
             Some(bucket) => {
                 let certs = at_ams.records::<CertRecord>(CERTS_BUCKET, &proxy_topology);
                 let unfollowed = at_ams.bucket::<AcmeChallengeRecord>(bucket).await?;
@@ -46,11 +55,12 @@ impl CertHarness {
                     certs.await?.replica_until(cancel.child_token()).await?,
                     unfollowed.replica_until(cancel.child_token()).await?,
                     lookups,
+                    Some(key.open()?),
                     cancel.child_token(),
                 )
             }
         };
-        CertHarness::with_store(store, (certs, challenges), vec![ams, hub], cancel).await
+        CertHarness::with_store(store, key, (certs, challenges), vec![ams, hub], cancel).await
     }
 }
 

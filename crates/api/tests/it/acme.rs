@@ -125,6 +125,22 @@ async fn a_failed_validation_is_reported_with_the_reason() -> anyhow::Result<()>
     Ok(())
 }
 
+/// App `shop`'s certificate for `hostname`, as the API shows it.
+pub(crate) async fn certificate(
+    api: &TestApi,
+    hostname: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(api
+        .req(
+            Method::GET,
+            &format!("/v1/apps/shop/certificates/{hostname}"),
+        )
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// Polls the certificate until it leaves `pending`; fails with the reason when it failed.
 pub(crate) async fn wait_issued(
     api: &TestApi,
@@ -133,15 +149,7 @@ pub(crate) async fn wait_issued(
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let cert: serde_json::Value = api
-            .req(
-                Method::GET,
-                &format!("/v1/apps/shop/certificates/{hostname}"),
-            )
-            .send()
-            .await?
-            .json()
-            .await?;
+        let cert = certificate(api, hostname).await?;
         match cert["status"].as_str() {
             Some("ready") => return Ok(cert),
             Some("pending") => {}

@@ -150,17 +150,29 @@ pub(crate) async fn curl_https(
     addr: SocketAddr,
     root: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let args = vec![
-        "-sS".to_owned(),
-        "--fail".to_owned(),
-        "--max-time".to_owned(),
-        "20".to_owned(),
+    curl_tls(hostname, addr, root, &["--fail"]).await
+}
+
+/// Runs curl with `extra` for `https://<hostname>/` at `addr`, trusting only `root`; its
+/// stdout.
+pub(crate) async fn curl_tls(
+    hostname: &str,
+    addr: SocketAddr,
+    root: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<String> {
+    let mut args: Vec<String> = ["-sS", "--max-time", "20"]
+        .iter()
+        .chain(extra)
+        .map(|a| (*a).to_owned())
+        .collect();
+    args.extend([
         "--cacert".to_owned(),
         root.to_str().context("utf-8 path")?.to_owned(),
         "--resolve".to_owned(),
         format!("{hostname}:{}:{}", addr.port(), addr.ip()),
         format!("https://{hostname}:{}/", addr.port()),
-    ];
+    ]);
     let output = tokio::task::spawn_blocking(move || Command::new("curl").args(&args).output())
         .await?
         .context("run curl (apt-get install -y curl)")?;

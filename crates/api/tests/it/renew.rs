@@ -4,7 +4,6 @@
 //! certificates are never renewed is a unit test of `Db::renewable_certs`.)
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -16,10 +15,10 @@ use rustls::pki_types::pem::PemObject as _;
 use serde_json::json;
 use x509_parser::prelude::FromDer as _;
 
-use crate::acme::wait_issued;
+use crate::acme::{certificate, wait_issued};
 use crate::harness::TestApi;
 use crate::pebble::Pebble;
-use crate::proxy::{TestProxy, must_run_shop, wait_until};
+use crate::proxy::{TestProxy, curl_tls, must_run_shop, wait_until};
 
 /// pebble's certificates live this long; with [`RENEW_BEFORE`] they are due 3 s after issue.
 const VALIDITY: Duration = Duration::from_secs(30);
@@ -184,15 +183,7 @@ async fn wait_status(
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
     loop {
-        let cert: serde_json::Value = api
-            .req(
-                Method::GET,
-                &format!("/v1/apps/shop/certificates/{hostname}"),
-            )
-            .send()
-            .await?
-            .json()
-            .await?;
+        let cert = certificate(api, hostname).await?;
         if done(&cert) {
             return Ok(cert);
         }
@@ -220,30 +211,13 @@ async fn served_chain(
     addr: SocketAddr,
     root: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let args = vec![
-        "-sS".to_owned(),
-        "--max-time".to_owned(),
-        "20".to_owned(),
-        "-o".to_owned(),
-        "/dev/null".to_owned(),
-        "--write-out".to_owned(),
-        "%{certs}".to_owned(),
-        "--cacert".to_owned(),
-        root.to_str().context("utf-8 path")?.to_owned(),
-        "--resolve".to_owned(),
-        format!("{hostname}:{}:{}", addr.port(), addr.ip()),
-        format!("https://{hostname}:{}/", addr.port()),
-    ];
-    let output = tokio::task::spawn_blocking(move || Command::new("curl").args(&args).output())
-        .await?
-        .context("run curl (apt-get install -y curl)")?;
-    if !output.status.success() {
-        bail!(
-            "curl {hostname}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
+    curl_tls(
+        hostname,
+        addr,
+        root,
+        &["-o", "/dev/null", "--write-out", "%{certs}"],
+    )
+    .await
 }
 
 /// The serial number of the first certificate of a PEM chain, in hex.

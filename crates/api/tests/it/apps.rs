@@ -9,11 +9,12 @@ use crate::harness::{TestApi, error_of};
 async fn app_crud() {
     let api = TestApi::start().await.unwrap();
     let res = api
-        .req(Method::POST, "/v1/apps")
-        .json(&serde_json::json!({ "app_name": "hello", "org_slug": "acme" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps",
+            &serde_json::json!({ "app_name": "hello", "org_slug": "acme" }),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let app: serde_json::Value = res.json().await.unwrap();
     assert_eq!(app["name"], "hello");
@@ -21,42 +22,33 @@ async fn app_crud() {
     assert_eq!(app["machine_count"], 0);
 
     let res = api
-        .req(Method::POST, "/v1/apps")
-        .json(&serde_json::json!({ "app_name": "hello" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps",
+            &serde_json::json!({ "app_name": "hello" }),
+        )
+        .await;
     assert_eq!(res.status(), 409);
     assert!(error_of(res).await.contains("already taken"));
 
     let res = api
-        .req(Method::POST, "/v1/apps")
-        .json(&serde_json::json!({ "app_name": "Bad_Name" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps",
+            &serde_json::json!({ "app_name": "Bad_Name" }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     assert!(error_of(res).await.contains("lowercase"));
 
     api.must_create_app("second").await;
-    let list: serde_json::Value = api
-        .req(Method::GET, "/v1/apps")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = api.get_json("/v1/apps").await;
     assert_eq!(list["total_apps"], 2);
     assert_eq!(list["apps"][0]["name"], "hello");
 
-    let res = api
-        .req(Method::DELETE, "/v1/apps/hello")
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::DELETE, "/v1/apps/hello").await;
     assert_eq!(res.status(), 202);
-    let res = api.req(Method::GET, "/v1/apps/hello").send().await.unwrap();
+    let res = api.send(Method::GET, "/v1/apps/hello").await;
     assert_eq!(res.status(), 404);
     // The name is free again.
     api.must_create_app("hello").await;
@@ -80,11 +72,12 @@ async fn malformed_bodies_get_json_errors() {
     assert!(msg.starts_with("invalid request body: "), "{msg}");
 
     let res = api
-        .req(Method::POST, "/v1/apps/web/machines")
-        .json(&serde_json::json!({ "name": "x" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/web/machines",
+            &serde_json::json!({ "name": "x" }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     let msg = error_of(res).await;
     assert!(msg.contains("missing field `config`"), "{msg}");
@@ -102,7 +95,7 @@ async fn malformed_bodies_get_json_errors() {
             .contains("Content-Type: application/json")
     );
 
-    let res = api.req(Method::GET, "/v1/nowhere").send().await.unwrap();
+    let res = api.send(Method::GET, "/v1/nowhere").await;
     assert_eq!(res.status(), 404);
     assert!(error_of(res).await.contains("no route for GET /v1/nowhere"));
 }
@@ -114,28 +107,21 @@ async fn delete_app_with_machines_needs_force() {
     api.must_add_host(&agent, "h1", "ams", 2048).await;
     api.must_create_app("busy").await;
     let res = api
-        .req(Method::POST, "/v1/apps/busy/machines")
-        .json(&serde_json::json!({ "config": { "image": "alpine" } }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/busy/machines",
+            &serde_json::json!({ "config": { "image": "alpine" } }),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let machine: serde_json::Value = res.json().await.unwrap();
     let id = machine["id"].as_str().unwrap().to_owned();
 
-    let res = api
-        .req(Method::DELETE, "/v1/apps/busy")
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::DELETE, "/v1/apps/busy").await;
     assert_eq!(res.status(), 409);
     assert!(error_of(res).await.contains("?force=true"));
 
-    let res = api
-        .req(Method::DELETE, "/v1/apps/busy?force=true")
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::DELETE, "/v1/apps/busy?force=true").await;
     assert_eq!(res.status(), 202);
     assert!(
         agent.machine(&id).is_none(),
@@ -147,6 +133,6 @@ async fn delete_app_with_machines_needs_force() {
             .iter()
             .any(|s| s.method == Method::DELETE && s.uri == format!("/v1/machines/{id}?force=true"))
     );
-    let res = api.req(Method::GET, "/v1/apps/busy").send().await.unwrap();
+    let res = api.send(Method::GET, "/v1/apps/busy").await;
     assert_eq!(res.status(), 404);
 }

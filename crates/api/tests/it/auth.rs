@@ -80,11 +80,7 @@ async fn another_organisations_app_is_not_found() {
     assert_eq!(listed["total_apps"], 0);
 
     // The owner still sees it.
-    let res = api
-        .req(Method::GET, "/v1/apps/acme-web")
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::GET, "/v1/apps/acme-web").await;
     assert_eq!(res.status(), 200);
 }
 
@@ -96,7 +92,7 @@ async fn init_twice_changes_nothing() {
             .unwrap()
             .is_none()
     );
-    let res = api.req(Method::GET, "/v1/apps").send().await.unwrap();
+    let res = api.send(Method::GET, "/v1/apps").await;
     assert_eq!(res.status(), 200, "the first admin token still works");
 }
 

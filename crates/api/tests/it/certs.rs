@@ -38,11 +38,12 @@ async fn upload(
     chain: &str,
     key: &str,
 ) -> reqwest::Response {
-    api.req(Method::POST, &format!("/v1/apps/{app}/certificates/custom"))
-        .json(&json!({ "hostname": hostname, "fullchain": chain, "private_key": key }))
-        .send()
-        .await
-        .unwrap()
+    api.send_json(
+        Method::POST,
+        &format!("/v1/apps/{app}/certificates/custom"),
+        &json!({ "hostname": hostname, "fullchain": chain, "private_key": key }),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -128,20 +129,11 @@ async fn custom_certificates_are_checked_stored_sealed_and_published() {
     );
     assert_eq!(published.fullchain_pem, chain);
     assert!(published.key_sealed.is_some(), "the key goes sealed");
-    let listed: serde_json::Value = api
-        .req(Method::GET, "/v1/apps/shop/certificates")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = api.get_json("/v1/apps/shop/certificates").await;
     assert_eq!(listed["certificates"], json!([created.clone()]));
     let res = api
-        .req(Method::GET, &format!("/v1/apps/shop/certificates/{HOST}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v1/apps/shop/certificates/{HOST}"))
+        .await;
     assert_eq!(res.status(), 200);
 
     // The key is sealed at rest: its base64 body is nowhere in the database files.
@@ -211,10 +203,8 @@ async fn custom_certificates_are_checked_stored_sealed_and_published() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let res = api
-        .req(Method::GET, &format!("/v1/apps/shop/certificates/{HOST}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v1/apps/shop/certificates/{HOST}"))
+        .await;
     assert_eq!(res.status(), 404);
     assert_eq!(bucket.get(&bucket_key).await.unwrap(), None);
 
@@ -224,11 +214,7 @@ async fn custom_certificates_are_checked_stored_sealed_and_published() {
         201
     );
     assert!(bucket.get(&bucket_key).await.unwrap().is_some());
-    let res = api
-        .req(Method::DELETE, "/v1/apps/other")
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::DELETE, "/v1/apps/other").await;
     assert!(res.status().is_success(), "{}", res.status());
     assert_eq!(bucket.get(&bucket_key).await.unwrap(), None);
 }
@@ -238,11 +224,12 @@ async fn acme_needs_a_directory_and_a_known_challenge() {
     let api = TestApi::start().await.unwrap();
     api.must_create_app("shop").await;
     let res = api
-        .req(Method::POST, "/v1/apps/shop/certificates/acme")
-        .json(&json!({ "hostname": HOST }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/shop/certificates/acme",
+            &json!({ "hostname": HOST }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     assert!(error_of(res).await.contains("no acme directory"));
 }

@@ -104,6 +104,37 @@ impl TestApi {
             .bearer_auth(&self.admin_token)
     }
 
+    /// Sends a request with the admin token and no body; panics when it gets no answer.
+    pub(crate) async fn send(&self, method: Method, path: &str) -> reqwest::Response {
+        self.req(method.clone(), path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like [`TestApi::send`], with `body` as JSON.
+    pub(crate) async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> reqwest::Response {
+        self.req(method.clone(), path)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `GET path` with the admin token, its body parsed as JSON; panics when either fails.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.send(Method::GET, path)
+            .await
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not the JSON expected: {e}"))
+    }
+
     pub(crate) fn db_path(&self) -> PathBuf {
         self.data_dir.path().join(godwit_api::DB_FILE)
     }

@@ -8,11 +8,8 @@ use crate::harness::{TestApi, error_of};
 
 async fn must_create_machine(api: &TestApi, app: &str, body: serde_json::Value) -> String {
     let res = api
-        .req(Method::POST, &format!("/v1/apps/{app}/machines"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_json(Method::POST, &format!("/v1/apps/{app}/machines"), &body)
+        .await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let machine: serde_json::Value = res.json().await.unwrap();
     machine["id"].as_str().unwrap().to_owned()
@@ -25,11 +22,12 @@ async fn create_is_routed_to_the_host_with_secrets_decrypted() {
     api.must_add_host(&agent, "h1", "ams", 2048).await;
     api.must_create_app("web").await;
     let res = api
-        .req(Method::POST, "/v1/apps/web/secrets")
-        .json(&json!({ "values": { "DB_PASSWORD": "pa55w0rd-for-web" } }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/web/secrets",
+            &json!({ "values": { "DB_PASSWORD": "pa55w0rd-for-web" } }),
+        )
+        .await;
     assert_eq!(res.status(), 200);
 
     let id = must_create_machine(
@@ -51,42 +49,22 @@ async fn create_is_routed_to_the_host_with_secrets_decrypted() {
         Some("pa55w0rd-for-web")
     );
 
-    let machine: serde_json::Value = api
-        .req(Method::GET, &format!("/v1/apps/web/machines/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let machine: serde_json::Value = api.get_json(&format!("/v1/apps/web/machines/{id}")).await;
     assert_eq!(machine["state"], "started");
-    let list: Vec<serde_json::Value> = api
-        .req(Method::GET, "/v1/apps/web/machines")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<serde_json::Value> = api.get_json("/v1/apps/web/machines").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
-    let app: serde_json::Value = api
-        .req(Method::GET, "/v1/apps/web")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let app: serde_json::Value = api.get_json("/v1/apps/web").await;
     assert_eq!(app["machine_count"], 1);
 
     // Update re-resolves secrets and sends the whole config.
     let res = api
-        .req(Method::POST, &format!("/v1/apps/web/machines/{id}"))
-        .json(&json!({ "config": { "image": "alpine:2" }, "region": "syd" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            &format!("/v1/apps/web/machines/{id}"),
+            &json!({ "config": { "image": "alpine:2" }, "region": "syd" }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     assert!(error_of(res).await.contains("cannot move to syd"));
 
@@ -100,10 +78,8 @@ async fn create_is_routed_to_the_host_with_secrets_decrypted() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let res = api
-        .req(Method::GET, &format!("/v1/apps/web/machines/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v1/apps/web/machines/{id}"))
+        .await;
     assert_eq!(res.status(), 404);
     assert!(
         error_of(res)
@@ -120,21 +96,23 @@ async fn placement_and_validation_errors_come_back_at_once() {
     api.must_create_app("big").await;
 
     let res = api
-        .req(Method::POST, "/v1/apps/big/machines")
-        .json(&json!({ "config": { "image": "alpine", "guest": { "memory_mb": 4096 } } }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/big/machines",
+            &json!({ "config": { "image": "alpine", "guest": { "memory_mb": 4096 } } }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     let msg = error_of(res).await;
     assert!(msg.contains("ams") && msg.contains("4096 MB"), "{msg}");
 
     let res = api
-        .req(Method::POST, "/v1/apps/big/machines")
-        .json(&json!({ "config": { "image": "alpine" }, "region": "syd,sin" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/big/machines",
+            &json!({ "config": { "image": "alpine" }, "region": "syd,sin" }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     let msg = error_of(res).await;
     assert!(
@@ -143,21 +121,23 @@ async fn placement_and_validation_errors_come_back_at_once() {
     );
 
     let res = api
-        .req(Method::POST, "/v1/apps/big/machines")
-        .json(&json!({ "config": { "image": " " } }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/big/machines",
+            &json!({ "config": { "image": " " } }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     assert!(error_of(res).await.contains("config.image is required"));
 
     // The agent refuses: its 4xx comes back unchanged and no route is left behind.
     let res = api
-        .req(Method::POST, "/v1/apps/big/machines")
-        .json(&json!({ "config": { "image": "refused" } }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/big/machines",
+            &json!({ "config": { "image": "refused" } }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
     assert_eq!(error_of(res).await, "image refused by the agent");
     assert_eq!(
@@ -165,14 +145,7 @@ async fn placement_and_validation_errors_come_back_at_once() {
         1,
         "only the refused create reached the agent"
     );
-    let list: Vec<serde_json::Value> = api
-        .req(Method::GET, "/v1/apps/big/machines")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<serde_json::Value> = api.get_json("/v1/apps/big/machines").await;
     assert!(list.is_empty());
 }
 
@@ -185,19 +158,11 @@ async fn lease_nonce_wait_and_logs_pass_through() {
     let id = must_create_machine(&api, "leased", json!({ "config": { "image": "alpine" } })).await;
     let base = format!("/v1/apps/leased/machines/{id}");
 
-    let res = api
-        .req(Method::POST, &format!("{base}/lease"))
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::POST, &format!("{base}/lease")).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["fly-machine-lease-nonce"], "nonce-1");
 
-    let res = api
-        .req(Method::POST, &format!("{base}/stop"))
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::POST, &format!("{base}/stop")).await;
     assert_eq!(res.status(), 409);
     assert!(error_of(res).await.contains("lease nonce"));
     let res = api
@@ -218,32 +183,27 @@ async fn lease_nonce_wait_and_logs_pass_through() {
     assert_eq!(body["signal"], "SIGTERM");
 
     let res = api
-        .req(Method::POST, &format!("{base}/stop"))
-        .json(&json!({ "signal": "SIGNOPE" }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            &format!("{base}/stop"),
+            &json!({ "signal": "SIGNOPE" }),
+        )
+        .await;
     assert_eq!(res.status(), 422);
 
     let res = api
-        .req(Method::GET, &format!("{base}/wait?timeout=120"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("{base}/wait?timeout=120"))
+        .await;
     assert_eq!(res.status(), 400);
     assert!(error_of(res).await.contains("1 to 60"));
     let res = api
-        .req(Method::GET, &format!("{base}/wait?state=stopped"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("{base}/wait?state=stopped"))
+        .await;
     assert_eq!(res.status(), 400);
     assert!(error_of(res).await.contains("instance_id"));
     let res = api
-        .req(Method::GET, &format!("{base}/wait?state=started&timeout=1"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("{base}/wait?state=started&timeout=1"))
+        .await;
     assert_eq!(res.status(), 408);
     assert!(
         agent
@@ -253,18 +213,12 @@ async fn lease_nonce_wait_and_logs_pass_through() {
     );
 
     let res = api
-        .req(Method::GET, &format!("{base}/logs?follow=false"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("{base}/logs?follow=false"))
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/x-ndjson");
     assert!(res.text().await.unwrap().contains("\"message\":\"hi\""));
-    let res = api
-        .req(Method::GET, "/v1/apps/leased/logs")
-        .send()
-        .await
-        .unwrap();
+    let res = api.send(Method::GET, "/v1/apps/leased/logs").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap().lines().count(), 1);
 }
@@ -304,10 +258,8 @@ async fn an_unreachable_host_is_named_and_listed_from_the_replica() {
     agent.stop().await;
 
     let res = api
-        .req(Method::GET, &format!("/v1/apps/lonely/machines/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v1/apps/lonely/machines/{id}"))
+        .await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert!(
@@ -346,10 +298,8 @@ async fn internal_errors_hide_the_cause_and_carry_a_request_id() {
         .unwrap();
 
     let res = api
-        .req(Method::GET, &format!("/v1/apps/broken/machines/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v1/apps/broken/machines/{id}"))
+        .await;
     assert_eq!(res.status(), 500);
     let header = res.headers()["fly-request-id"].to_str().unwrap().to_owned();
     let body: serde_json::Value = res.json().await.unwrap();

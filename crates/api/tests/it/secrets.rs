@@ -47,29 +47,18 @@ async fn secrets_are_versioned_and_encrypted_at_rest() {
     assert!(error_of(res).await.contains("secret name"));
 
     let res = api
-        .req(Method::DELETE, "/v1/apps/vault/secrets/OTHER")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::DELETE, "/v1/apps/vault/secrets/OTHER")
+        .await;
     assert_eq!(res.status(), 200);
     let v3: serde_json::Value = res.json().await.unwrap();
     assert_eq!(v3["version"], 3);
     assert_eq!(v3["secrets"].as_array().unwrap().len(), 1);
     let res = api
-        .req(Method::DELETE, "/v1/apps/vault/secrets/OTHER")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::DELETE, "/v1/apps/vault/secrets/OTHER")
+        .await;
     assert_eq!(res.status(), 404);
 
-    let listed: serde_json::Value = api
-        .req(Method::GET, "/v1/apps/vault/secrets")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = api.get_json("/v1/apps/vault/secrets").await;
     assert_eq!(listed, v3);
 
     // Set the plaintext once more so it is the newest write, then look for it on disk.

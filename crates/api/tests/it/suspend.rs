@@ -14,11 +14,12 @@ async fn suspend_is_forwarded_to_the_agent() {
     api.must_add_host(&agent, "h1", "ams", 2048).await;
     api.must_create_app("sleepy").await;
     let res = api
-        .req(Method::POST, "/v1/apps/sleepy/machines")
-        .json(&json!({ "config": { "image": "alpine" } }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::POST,
+            "/v1/apps/sleepy/machines",
+            &json!({ "config": { "image": "alpine" } }),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let machine: serde_json::Value = res.json().await.unwrap();
     let id = machine["id"].as_str().unwrap().to_owned();
@@ -43,7 +44,7 @@ async fn suspend_is_forwarded_to_the_agent() {
     assert_eq!(res.status(), 404);
     assert_eq!(suspends(&agent), 0);
 
-    let res = api.req(Method::POST, &path).send().await.unwrap();
+    let res = api.send(Method::POST, &path).await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["previous_state"], "started", "{body}");
@@ -59,7 +60,7 @@ async fn suspend_is_forwarded_to_the_agent() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let res = api.req(Method::POST, &path).send().await.unwrap();
+    let res = api.send(Method::POST, &path).await;
     assert_eq!(res.status(), 409);
     assert!(error_of(res).await.contains("lease nonce"));
     let res = api

@@ -15,6 +15,18 @@ use crate::support::{Backend, Behaviour, HarnessBuilder, host, record, wait_unti
 pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
+    /// Captures everything logged on this thread (DEBUG and up) until the guard drops. With
+    /// a current-thread runtime the proxy's tasks run here, under this subscriber.
+    pub(crate) fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
@@ -45,23 +57,10 @@ impl<'a> MakeWriter<'a> for Captured {
 // A current-thread runtime: the proxy's tasks run on this thread, under this subscriber.
 #[tokio::test]
 async fn one_line_per_request_without_query_or_secrets() -> anyhow::Result<()> {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::install();
 
     let shop = Backend::start("shop").await;
-    let hopper = Backend::start_with(
-        "hopper",
-        Behaviour {
-            replay: Some(("fly-replay", "app=shop".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let hopper = Backend::start_with("hopper", Behaviour::replaying("app=shop")).await;
     let harness = HarnessBuilder::new()
         .record(record("m-shop", "shop", shop.addr, MachineState::Started))
         .record(record(

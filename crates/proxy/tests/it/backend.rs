@@ -26,6 +26,16 @@ pub(crate) struct Behaviour {
     pub(crate) replay_always: bool,
 }
 
+impl Behaviour {
+    /// Answers with `fly-replay: <value>`, except to a request that is itself a replay.
+    pub(crate) fn replaying(value: &str) -> Behaviour {
+        Behaviour {
+            replay: Some(("fly-replay", value.to_owned())),
+            replay_always: false,
+        }
+    }
+}
+
 /// A real HTTP/1.1 server that answers with its name and the request it saw (JSON).
 /// `GET /hold` waits until the test releases it.
 pub(crate) struct Backend {

@@ -275,14 +275,7 @@ async fn websocket_after_a_request_on_the_same_connection() -> anyhow::Result<()
 #[tokio::test]
 async fn replays_with_chunked_bodies_and_bodies_too_big_to_replay() -> anyhow::Result<()> {
     let primary = Backend::start("primary").await;
-    let replica = Backend::start_with(
-        "replica",
-        Behaviour {
-            replay: Some(("fly-replay", "region=iad".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let replica = Backend::start_with("replica", Behaviour::replaying("region=iad")).await;
     let mut primary_record = record("m-primary", "db", primary.addr, MachineState::Started);
     primary_record.region = "iad".to_owned();
     let harness = HarnessBuilder::new()

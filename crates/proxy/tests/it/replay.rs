@@ -9,14 +9,8 @@ mod fields;
 #[tokio::test]
 async fn replays_to_a_region_and_to_an_instance() -> anyhow::Result<()> {
     let primary = Backend::start("primary").await;
-    let replica = Backend::start_with(
-        "replica",
-        Behaviour {
-            replay: Some(("fly-replay", "region=iad;state=from-ams".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let replica =
+        Backend::start_with("replica", Behaviour::replaying("region=iad;state=from-ams")).await;
     let pointer = Backend::start_with(
         "pointer",
         Behaviour {
@@ -97,14 +91,7 @@ async fn a_replayed_request_cannot_replay_again() -> anyhow::Result<()> {
     };
     let a = Backend::start_with("a", looping.clone()).await;
     let b = Backend::start_with("b", looping).await;
-    let unknown = Backend::start_with(
-        "c",
-        Behaviour {
-            replay: Some(("fly-replay", "instance=m-nowhere".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let unknown = Backend::start_with("c", Behaviour::replaying("instance=m-nowhere")).await;
     let mut record_b = record("m-b", "loop", b.addr, MachineState::Started);
     record_b.region = "iad".to_owned();
     let harness = HarnessBuilder::new()
@@ -128,32 +115,12 @@ async fn a_replayed_request_cannot_replay_again() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn replays_to_another_app_and_elsewhere() -> anyhow::Result<()> {
-    let front = Backend::start_with(
-        "front",
-        Behaviour {
-            replay: Some(("fly-replay", "app=back;state=s1".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let front = Backend::start_with("front", Behaviour::replaying("app=back;state=s1")).await;
     let back_a = Backend::start("back-a").await;
     let back_b = Backend::start("back-b").await;
-    let pinned = Backend::start_with(
-        "pinned",
-        Behaviour {
-            replay: Some(("fly-replay", "app=back;instance=m-back-b".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
-    let moving = Backend::start_with(
-        "moving",
-        Behaviour {
-            replay: Some(("fly-replay", "elsewhere=true".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let pinned =
+        Backend::start_with("pinned", Behaviour::replaying("app=back;instance=m-back-b")).await;
+    let moving = Backend::start_with("moving", Behaviour::replaying("elsewhere=true")).await;
     let other = Backend::start("other").await;
     let mut other_record = record("m-other", "mover", other.addr, MachineState::Started);
     // The replaying machine is in the proxy's region, so it is always chosen first.
@@ -224,22 +191,8 @@ async fn replays_to_another_app_and_elsewhere() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn replays_to_unknown_apps_and_lone_machines_fail() -> anyhow::Result<()> {
-    let lost = Backend::start_with(
-        "lost",
-        Behaviour {
-            replay: Some(("fly-replay", "app=nowhere".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
-    let alone = Backend::start_with(
-        "alone",
-        Behaviour {
-            replay: Some(("fly-replay", "elsewhere=true".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let lost = Backend::start_with("lost", Behaviour::replaying("app=nowhere")).await;
+    let alone = Backend::start_with("alone", Behaviour::replaying("elsewhere=true")).await;
     let harness = HarnessBuilder::new()
         .record(record("m-lost", "lost", lost.addr, MachineState::Started))
         .record(record(

@@ -219,10 +219,7 @@ async fn backhaul_autostart_prefers_a_stopped_machine_nearby_to_a_running_one_fa
 #[tokio::test]
 async fn backhaul_carries_a_replay_to_another_region() -> anyhow::Result<()> {
     let world = World::start().await?;
-    let behaviour = crate::backend::Behaviour {
-        replay: Some(("fly-replay", "region=syd".to_owned())),
-        replay_always: false,
-    };
+    let behaviour = crate::backend::Behaviour::replaying("region=syd");
     let home = Backend::start_with("home", behaviour).await;
     let primary = Backend::start("primary").await;
     let m_home = machine("m-home", home.addr, "ams", "host-a", MachineState::Started);

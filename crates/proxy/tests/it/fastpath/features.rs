@@ -88,13 +88,7 @@ async fn backhaul_headers_never_pass_the_fast_path() -> anyhow::Result<()> {
 // A current-thread runtime: the proxy's tasks run on this thread, under this subscriber.
 #[tokio::test]
 async fn fast_path_requests_get_access_lines_with_their_id() -> anyhow::Result<()> {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::install();
     let shop =
         Scripted::start("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_owned()).await;
     let harness = HarnessBuilder::new()
@@ -139,14 +133,7 @@ async fn fast_path_requests_get_access_lines_with_their_id() -> anyhow::Result<(
 #[tokio::test]
 async fn a_replay_to_another_app_from_the_fast_path() -> anyhow::Result<()> {
     let shop = Backend::start("shop").await;
-    let hopper = Backend::start_with(
-        "hopper",
-        Behaviour {
-            replay: Some(("fly-replay", "app=shop;state=s1".to_owned())),
-            replay_always: false,
-        },
-    )
-    .await;
+    let hopper = Backend::start_with("hopper", Behaviour::replaying("app=shop;state=s1")).await;
     let plain = Scripted::start("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned()).await;
     let harness = HarnessBuilder::new()
         .record(record("m-shop", "shop", shop.addr, MachineState::Started))

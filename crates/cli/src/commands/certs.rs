@@ -36,57 +36,57 @@ pub(crate) enum CertsCmd {
 #[derive(Args, Debug)]
 pub(crate) struct CertsAddArgs {
     #[command(flatten)]
-    app: AppArg,
+    pub(crate) app: AppArg,
     /// The hostname, e.g. www.example.com
-    hostname: String,
+    pub(crate) hostname: String,
     /// How the ACME server checks that the hostname is yours
     #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
-    challenge: String,
+    pub(crate) challenge: String,
     /// Wait until the certificate is ready (exit 1 if issuance fails)
     #[arg(long)]
-    wait: bool,
+    pub(crate) wait: bool,
     /// How long `--wait` waits, e.g. `5m`
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
-    wait_timeout: Duration,
+    pub(crate) wait_timeout: Duration,
     /// Print the API's JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct CertsImportArgs {
     #[command(flatten)]
-    app: AppArg,
+    pub(crate) app: AppArg,
     /// The hostname the certificate is for
-    hostname: String,
+    pub(crate) hostname: String,
     /// PEM file: the certificate first, then its intermediates
     #[arg(long, value_name = "FILE")]
-    fullchain: PathBuf,
+    pub(crate) fullchain: PathBuf,
     /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1)
     #[arg(long, value_name = "FILE")]
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     /// Print the API's JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct CertsShowArgs {
     #[command(flatten)]
-    app: AppArg,
+    pub(crate) app: AppArg,
     /// The hostname
-    hostname: String,
+    pub(crate) hostname: String,
     /// Print the API's JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct CertsRemoveArgs {
     #[command(flatten)]
-    app: AppArg,
+    pub(crate) app: AppArg,
     /// The hostname
-    hostname: String,
+    pub(crate) hostname: String,
 }
 
 pub(super) async fn run(ctx: &Ctx, cmd: CertsCmd) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::CertsCmd;
 use crate::daemon::{AgentArgs, ApiArgs, ImageCmd, ProxyArgs};
 use crate::dev::DevArgs;
 
@@ -53,6 +54,9 @@ pub(crate) enum Command {
     /// Manage apps
     #[command(subcommand)]
     Apps(AppsCmd),
+    /// Manage certificates for the app's custom hostnames
+    #[command(subcommand)]
+    Certs(CertsCmd),
     /// Work with godwit.toml / fly.toml
     #[command(subcommand)]
     Config(ConfigCmd),

@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod certs;
 mod endpoint;
 
 pub use endpoint::{Endpoint, EndpointError, data_dir};

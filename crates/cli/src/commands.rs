@@ -11,12 +11,15 @@ use crate::client::{ApiClient, Endpoint};
 use crate::output;
 
 mod apps;
+mod certs;
 mod deploy;
 mod launch;
 mod machine;
 mod scale;
 mod status;
 mod watch;
+
+pub(crate) use certs::CertsCmd;
 
 /// Runs a command that talks to the API (or reads a file).
 pub(crate) async fn run(global: GlobalArgs, cmd: Command) -> anyhow::Result<()> {
@@ -31,6 +34,7 @@ pub(crate) async fn run(global: GlobalArgs, cmd: Command) -> anyhow::Result<()> 
         Command::Scale(crate::cli::ScaleCmd::Count(args)) => scale::count(&ctx, &args).await,
         Command::Secrets(cmd) => apps::secrets(&ctx, cmd).await,
         Command::Apps(cmd) => apps::apps(&ctx, cmd).await,
+        Command::Certs(cmd) => certs::run(&ctx, cmd).await,
         Command::Image(_)
         | Command::Dev(_)
         | Command::Api(_)

@@ -1,5 +1,5 @@
 //! godwit-cli: the `godwit` command line — `launch`, `deploy`, `status`, `machine …`, `logs`,
-//! `scale`, `secrets`, `apps`, `config validate`, `image build` — plus the daemon entry points
+//! `scale`, `secrets`, `apps`, `certs`, `config validate`, `image build` — plus the daemon entry points
 //! the one binary also is (`godwit api`, `godwit agent`, `godwit proxy`, `godwit shim`) and
 //! `godwit dev`.
 //!

@@ -3,6 +3,7 @@
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{AppsCmd, Cli, Command, ConfigCmd, MachineCmd, ScaleCmd, SecretsCmd};
+use crate::commands::CertsCmd;
 
 fn parse(args: &[&str]) -> Cli {
     let argv = std::iter::once("godwit").chain(args.iter().copied());
@@ -164,6 +165,46 @@ fn logs_scale_secrets_apps_config() {
     assert!(
         matches!(parse(&["config", "validate", "fly.toml"]).cmd, Command::Config(ConfigCmd::Validate(v)) if v.file.is_some())
     );
+}
+
+#[test]
+fn certs_commands() {
+    let cli = parse(&["certs", "add", "-a", "shop", "www.example.com"]);
+    let Command::Certs(CertsCmd::Add(add)) = cli.cmd else {
+        panic!("not certs add")
+    };
+    assert_eq!(add.app.app.as_deref(), Some("shop"));
+    assert_eq!(add.hostname, "www.example.com");
+    assert_eq!(add.challenge, "http-01", "http-01 unless told");
+    assert!(!add.wait);
+    assert_eq!(add.wait_timeout, std::time::Duration::from_secs(180));
+    let cli = parse(&[
+        "certs",
+        "add",
+        "h.example",
+        "--challenge",
+        "tls-alpn-01",
+        "--wait",
+    ]);
+    let Command::Certs(CertsCmd::Add(add)) = cli.cmd else {
+        panic!("not certs add")
+    };
+    assert_eq!((add.challenge.as_str(), add.wait), ("tls-alpn-01", true));
+    let refused = must_reject(&["certs", "add", "h.example", "--challenge", "dns-01"]);
+    assert!(
+        refused.contains("dns-01") && refused.contains("tls-alpn-01"),
+        "{refused}"
+    );
+    let refused = must_reject(&["certs", "import", "h.example", "--fullchain", "c.pem"]);
+    assert!(refused.contains("--key"), "{refused}");
+    assert!(matches!(
+        parse(&["certs", "ls", "--json"]).cmd,
+        Command::Certs(CertsCmd::List(_))
+    ));
+    assert!(matches!(
+        parse(&["certs", "rm", "h.example"]).cmd,
+        Command::Certs(CertsCmd::Remove(_))
+    ));
 }
 
 #[test]

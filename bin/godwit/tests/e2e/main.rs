@@ -8,6 +8,7 @@
 
 mod api;
 mod app;
+mod certs;
 mod config;
 mod deploy;
 mod dev;

@@ -319,13 +319,11 @@ async fn write_all<W: AsyncWrite + Unpin>(stream: &mut W, bytes: &[u8]) -> bool 
 
 /// A fresh request id in `id`: 128 random bits in hex, then `-<region>`.
 fn new_request_id(id: &mut Vec<u8>, region: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let random: u128 = rand::random();
+    let mut hex = [0_u8; 32];
+    hex::encode_to_slice(random.to_be_bytes(), &mut hex).expect("32 digits for 16 bytes");
     id.clear();
-    for shift in (0..32).rev() {
-        let nibble = (random >> (shift * 4)) & 0xf;
-        id.push(HEX[usize::try_from(nibble).expect("a nibble fits in usize")]);
-    }
+    id.extend_from_slice(&hex);
     id.push(b'-');
     id.extend_from_slice(region.as_bytes());
 }

@@ -2,61 +2,64 @@
 //! app, so one busy app cannot take every connection of the proxy.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// In-flight counts per app.
+/// In-flight counts per app. An app's counter is made once and kept (there are as many as
+/// apps the proxy has routed to), so counting a request allocates nothing and its release
+/// takes no lock.
 #[derive(Debug, Default)]
 pub(crate) struct AppLimits {
-    apps: Mutex<HashMap<String, usize>>,
+    apps: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
 }
 
 /// One request or connection counted against its app until dropped.
 #[derive(Debug)]
 pub(crate) struct AppGuard {
-    limits: Arc<AppLimits>,
-    app: String,
+    count: Arc<AtomicUsize>,
 }
 
 // === impl AppLimits ===
 
 impl AppLimits {
     /// Counts one more against `app`, unless it already has `max` in flight.
-    pub(crate) fn acquire(self: &Arc<Self>, app: &str, max: usize) -> Option<AppGuard> {
-        let mut apps = self.lock();
-        let count = apps.entry(app.to_owned()).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AppGuard {
-            limits: Arc::clone(self),
-            app: app.to_owned(),
-        })
+    pub(crate) fn acquire(&self, app: &str, max: usize) -> Option<AppGuard> {
+        let count = self.counter(app);
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(AppGuard { count })
     }
 
     /// Every app with something in flight, and how much.
     pub(crate) fn snapshot(&self) -> Vec<(String, usize)> {
         self.lock()
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(app, n)| (app.clone(), *n))
+            .map(|(app, n)| (app.to_string(), n.load(Ordering::Acquire)))
+            .filter(|(_, n)| *n > 0)
             .collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+    fn counter(&self, app: &str) -> Arc<AtomicUsize> {
+        let mut apps = self.lock();
+        if let Some(count) = apps.get(app) {
+            return Arc::clone(count);
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        apps.insert(Arc::from(app), Arc::clone(&count));
+        count
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<AtomicUsize>>> {
         self.apps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Drop for AppGuard {
     fn drop(&mut self) {
-        let mut apps = self.limits.lock();
-        if let Some(count) = apps.get_mut(&self.app) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                apps.remove(&self.app);
-            }
-        }
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

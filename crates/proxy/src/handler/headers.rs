@@ -173,13 +173,10 @@ pub(crate) fn finish_response(
 
 /// A fresh request id: 128 random bits in hex, then `-<region>` as the reference system does.
 pub(crate) fn new_request_id(region: &str) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let random: u128 = rand::random();
-    let mut id = Vec::with_capacity(33 + region.len());
-    for shift in (0..32).rev() {
-        let nibble = (random >> (shift * 4)) & 0xf;
-        id.push(HEX[usize::try_from(nibble).expect("a nibble fits in usize")]);
-    }
+    let mut id = vec![0_u8; 32];
+    hex::encode_to_slice(random.to_be_bytes(), &mut id).expect("32 digits for 16 bytes");
+    id.reserve(1 + region.len());
     id.push(b'-');
     id.extend_from_slice(region.as_bytes());
     let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(id))

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::LoadGuard;
 use crate::body::BUFFER_LIMIT;
 use crate::handler::{Conn, Proxy, access_line};
+use crate::metrics::AppRequests;
 use crate::routes::{Target, app_from_host};
 
 mod bridge;
@@ -70,6 +71,7 @@ where
         request_id: Vec::new(),
         last_host: (Vec::new(), String::new()),
         served: Served::default(),
+        counted: None,
     };
     match session.run(cancel).await {
         Next::Close => {
@@ -149,6 +151,8 @@ struct Session<'a, S> {
     last_host: (Vec<u8>, String),
     /// The answer to the current request, for its access line.
     served: Served,
+    /// The last app answered and its metric handles.
+    counted: Option<(String, AppRequests)>,
 }
 
 // === impl Session ===

@@ -58,6 +58,23 @@ struct MachineLabels {
     machine: String,
 }
 
+/// One app's latency histogram and `2xx` counter, held by a connection so that its answered
+/// requests are counted without looking the app's labels up each time. Families never drop
+/// these labels, so a held handle stays the one the registry exposes.
+#[derive(Debug, Clone)]
+pub(crate) struct AppRequests {
+    latency: Histogram,
+    ok: Counter,
+}
+
+impl AppRequests {
+    /// Counts one `2xx` answer that took `elapsed`.
+    pub(crate) fn ok(&self, elapsed: Duration) {
+        self.latency.observe(elapsed.as_secs_f64());
+        self.ok.inc();
+    }
+}
+
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 // === impl Metrics ===
@@ -141,6 +158,25 @@ impl Metrics {
         self.requests
             .get_or_create(&StatusLabels { app, status })
             .inc();
+    }
+
+    /// Handles for counting `app`'s `2xx` answers (see [`AppRequests`]).
+    pub(crate) fn app_requests(&self, app: &str) -> AppRequests {
+        AppRequests {
+            latency: self
+                .latency
+                .get_or_create(&AppLabels {
+                    app: app.to_owned(),
+                })
+                .clone(),
+            ok: self
+                .requests
+                .get_or_create(&StatusLabels {
+                    app: app.to_owned(),
+                    status: "2xx",
+                })
+                .clone(),
+        }
     }
 
     pub(crate) fn autostart(&self, app: &str) {

@@ -21,6 +21,7 @@ use super::{
 use crate::balance::Acquired;
 use crate::body::{ProxyBody, error_response};
 use crate::handler::{Ask, REPLAY_JSON_LIMIT, Route};
+use crate::metrics::AppRequests;
 use crate::routes::Target;
 
 /// What [`Session::forward`] got.
@@ -61,8 +62,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
         };
         if answer.replay.is_none() && !answer.replay_json {
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            proxy.metrics.request(app, status, started.elapsed());
+            let elapsed = started.elapsed();
+            if (200..300).contains(&answer.status) {
+                self.app_requests(app).ok(elapsed);
+            } else {
+                let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                proxy.metrics.request(app, status, elapsed);
+            }
             if proxy.cfg.access_log {
                 self.served.machine = Some(Arc::clone(&target));
             }
@@ -86,6 +92,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             .await;
         drop(app_guard);
         outcome
+    }
+
+    /// The metric handles of `app`'s `2xx` answers, kept for the connection's next requests.
+    fn app_requests(&mut self, app: &str) -> &AppRequests {
+        if self
+            .counted
+            .as_ref()
+            .is_none_or(|(counted, _)| counted != app)
+        {
+            self.counted = Some((app.to_owned(), self.proxy.metrics.app_requests(app)));
+        }
+        &self.counted.as_ref().expect("set just above").1
     }
 
     /// Replays the request with the hyper path's replay (which reaches any machine,

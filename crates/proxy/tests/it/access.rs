@@ -18,11 +18,18 @@ impl Captured {
     /// Captures everything logged on this thread (DEBUG and up) until the guard drops. With
     /// a current-thread runtime the proxy's tasks run here, under this subscriber.
     pub(crate) fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        Captured::install_at(tracing::Level::DEBUG)
+    }
+
+    /// Like [`Captured::install`], from `level` up.
+    pub(crate) fn install_at(
+        level: tracing::Level,
+    ) -> (Captured, tracing::subscriber::DefaultGuard) {
         let logs = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(logs.clone())
             .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
+            .with_max_level(level)
             .finish();
         (logs, tracing::subscriber::set_default(subscriber))
     }
@@ -141,12 +148,7 @@ async fn one_line_per_request_without_query_or_secrets() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn off_by_default() -> anyhow::Result<()> {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::install_at(tracing::Level::INFO);
     let shop = Backend::start("shop").await;
     let harness = HarnessBuilder::new()
         .record(record("m-shop", "shop", shop.addr, MachineState::Started))

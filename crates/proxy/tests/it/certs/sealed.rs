@@ -17,12 +17,7 @@ const OTHER: &str = "api.shop-example.test";
 // A current-thread runtime: every store's tasks run on this thread, under this subscriber.
 #[tokio::test]
 async fn keys_open_only_with_the_cluster_key_and_refusals_name_the_fix() -> anyhow::Result<()> {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::install_at(tracing::Level::INFO);
     let h = CertHarness::start().await?;
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();

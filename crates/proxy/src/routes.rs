@@ -401,6 +401,31 @@ impl Target {
     }
 }
 
+#[cfg(test)]
+impl Target {
+    /// A started, passing machine `id` in `region` (host `host-<region>`) with these limits,
+    /// for unit tests.
+    pub(crate) fn for_test(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Arc<Target> {
+        Arc::new(Target {
+            machine_id: id.to_owned(),
+            region: region.to_owned(),
+            host_id: format!("host-{region}"),
+            addr: "127.0.0.1:1".parse().expect("literal address"),
+            state: MachineState::Started,
+            updated_at: 0,
+            cordoned: false,
+            soft_limit: soft,
+            hard_limit: hard,
+            autostart: true,
+            autostop: false,
+            suspend: false,
+            min_running: 0,
+            health: Health::Passing,
+            proxy_proto: None,
+        })
+    }
+}
+
 /// `auto_stop_machines`: `true`, `"stop"` or `"suspend"` turn it on.
 fn autostop_enabled(value: Option<&serde_json::Value>) -> bool {
     match value {

@@ -2,28 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use godwit_types::MachineState;
-
 use super::*;
 
 fn target(id: &str, region: &str, soft: u32, hard: Option<u32>) -> Arc<Target> {
-    Arc::new(Target {
-        machine_id: id.to_owned(),
-        region: region.to_owned(),
-        host_id: format!("host-{region}"),
-        addr: "127.0.0.1:1".parse().expect("literal address"),
-        state: MachineState::Started,
-        updated_at: 0,
-        cordoned: false,
-        soft_limit: soft,
-        hard_limit: hard,
-        autostart: true,
-        autostop: false,
-        suspend: false,
-        min_running: 0,
-        health: Health::Passing,
-        proxy_proto: None,
-    })
+    Target::for_test(id, region, soft, hard)
 }
 
 fn take(loads: &Arc<Loads>, targets: &[Arc<Target>]) -> Option<Acquired> {

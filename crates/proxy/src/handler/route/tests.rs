@@ -2,30 +2,11 @@
 
 use std::sync::Arc;
 
-use godwit_types::MachineState;
-
 use super::*;
 use crate::balance::Loads;
-use crate::routes::Health;
 
 fn target(id: &str, region: &str) -> Arc<Target> {
-    Arc::new(Target {
-        machine_id: id.to_owned(),
-        region: region.to_owned(),
-        host_id: "host1".to_owned(),
-        addr: "127.0.0.1:1".parse().expect("literal address"),
-        state: MachineState::Started,
-        updated_at: 0,
-        cordoned: false,
-        soft_limit: 5,
-        hard_limit: Some(1),
-        autostart: true,
-        autostop: false,
-        suspend: false,
-        min_running: 0,
-        health: Health::Passing,
-        proxy_proto: None,
-    })
+    Target::for_test(id, region, 5, Some(1))
 }
 
 fn headers(pairs: &[(&HeaderName, &str)]) -> HeaderMap {

@@ -41,19 +41,23 @@ async fn acme_issues_by_http01_and_tls_alpn01_and_the_proxy_serves_it() -> anyho
         ("alpn.godwit-acme.test", "tls-alpn-01"),
     ] {
         let res = api
-            .req(Method::POST, "/v1/apps/shop/certificates/acme")
-            .json(&json!({ "hostname": hostname, "challenge": challenge }))
-            .send()
-            .await?;
+            .send_json(
+                Method::POST,
+                "/v1/apps/shop/certificates/acme",
+                &json!({ "hostname": hostname, "challenge": challenge }),
+            )
+            .await;
         assert_eq!(res.status(), 202, "{}", res.text().await?);
         let started: serde_json::Value = res.json().await?;
         assert_eq!(started["status"], "pending");
         assert_eq!(started["source"], "acme");
         let res = api
-            .req(Method::POST, "/v1/apps/shop/certificates/acme")
-            .json(&json!({ "hostname": hostname }))
-            .send()
-            .await?;
+            .send_json(
+                Method::POST,
+                "/v1/apps/shop/certificates/acme",
+                &json!({ "hostname": hostname }),
+            )
+            .await;
         assert_eq!(res.status(), 409, "one order at a time per hostname");
 
         let cert = wait_issued(&api, hostname, &pebble).await?;
@@ -83,12 +87,7 @@ async fn acme_issues_by_http01_and_tls_alpn01_and_the_proxy_serves_it() -> anyho
         open.is_empty(),
         "challenges are removed when done: {open:?}"
     );
-    let listed: serde_json::Value = api
-        .req(Method::GET, "/v1/apps/shop/certificates")
-        .send()
-        .await?
-        .json()
-        .await?;
+    let listed: serde_json::Value = api.get_json("/v1/apps/shop/certificates").await;
     assert_eq!(listed["certificates"].as_array().map(Vec::len), Some(2));
     proxy.stop().await
 }
@@ -108,10 +107,12 @@ async fn a_failed_validation_is_reported_with_the_reason() -> anyhow::Result<()>
     .await?;
     api.must_create_app("shop").await;
     let res = api
-        .req(Method::POST, "/v1/apps/shop/certificates/acme")
-        .json(&json!({ "hostname": "down.godwit-acme.test" }))
-        .send()
-        .await?;
+        .send_json(
+            Method::POST,
+            "/v1/apps/shop/certificates/acme",
+            &json!({ "hostname": "down.godwit-acme.test" }),
+        )
+        .await;
     assert_eq!(res.status(), 202);
     let error = match wait_issued(&api, "down.godwit-acme.test", &pebble).await {
         Ok(cert) => bail!("issued without a challenge answered: {cert}"),
@@ -126,19 +127,9 @@ async fn a_failed_validation_is_reported_with_the_reason() -> anyhow::Result<()>
 }
 
 /// App `shop`'s certificate for `hostname`, as the API shows it.
-pub(crate) async fn certificate(
-    api: &TestApi,
-    hostname: &str,
-) -> anyhow::Result<serde_json::Value> {
-    Ok(api
-        .req(
-            Method::GET,
-            &format!("/v1/apps/shop/certificates/{hostname}"),
-        )
-        .send()
-        .await?
-        .json()
-        .await?)
+pub(crate) async fn certificate(api: &TestApi, hostname: &str) -> serde_json::Value {
+    api.get_json(&format!("/v1/apps/shop/certificates/{hostname}"))
+        .await
 }
 
 /// Polls the certificate until it leaves `pending`; fails with the reason when it failed.
@@ -149,7 +140,7 @@ pub(crate) async fn wait_issued(
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let cert = certificate(api, hostname).await?;
+        let cert = certificate(api, hostname).await;
         match cert["status"].as_str() {
             Some("ready") => return Ok(cert),
             Some("pending") => {}

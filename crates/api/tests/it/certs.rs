@@ -313,12 +313,7 @@ async fn without_a_cert_key_certificates_are_refused_naming_the_flag() -> anyhow
     assert_eq!(res.status(), 422);
     let error = error_of(res).await;
     assert!(error.contains("--cert-key-file"), "{error}");
-    let listed: serde_json::Value = api
-        .req(Method::GET, "/v1/apps/shop/certificates")
-        .send()
-        .await?
-        .json()
-        .await?;
+    let listed: serde_json::Value = api.get_json("/v1/apps/shop/certificates").await;
     assert_eq!(listed["certificates"], json!([]), "nothing stored");
 
     // ACME on: the API does not start.

@@ -269,12 +269,7 @@ async fn an_unreachable_host_is_named_and_listed_from_the_replica() {
     assert!(body["request_id"].is_string(), "{body}");
 
     api.wait_until("the list shows the machine from the replica", || async {
-        let list: Vec<serde_json::Value> = api
-            .req(Method::GET, "/v1/apps/lonely/machines")
-            .send()
-            .await?
-            .json()
-            .await?;
+        let list: Vec<serde_json::Value> = api.get_json("/v1/apps/lonely/machines").await;
         Ok(list.len() == 1
             && list[0]["host_status"] == "unreachable"
             && list[0]["id"] == id.as_str())

@@ -149,10 +149,12 @@ async fn must_issue(
     challenge: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let res = api
-        .req(Method::POST, "/v1/apps/shop/certificates/acme")
-        .json(&json!({ "hostname": hostname, "challenge": challenge }))
-        .send()
-        .await?;
+        .send_json(
+            Method::POST,
+            "/v1/apps/shop/certificates/acme",
+            &json!({ "hostname": hostname, "challenge": challenge }),
+        )
+        .await;
     assert_eq!(res.status(), 202, "{}", res.text().await?);
     wait_issued(api, hostname, pebble).await
 }
@@ -183,7 +185,7 @@ async fn wait_status(
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
     loop {
-        let cert = certificate(api, hostname).await?;
+        let cert = certificate(api, hostname).await;
         if done(&cert) {
             return Ok(cert);
         }

@@ -13,6 +13,9 @@
 #      PROXY_THREADS=<n> tokio workers of the proxy (default 1).
 # With `perf` installed it also prints each proxy's CPU time per HTTP/1.1 request (task-clock
 # of godwit's worker thread, nginx's worker process, haproxy's process during its wrk run).
+# For every HTTP/1.1 run it also prints the whole VM's busy CPU time per request (all cores,
+# from /proc/stat: client, proxy, backend and kernel together) and how often the proxy's
+# worker was switched out per request (voluntary + involuntary, from /proc/*/status).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -147,7 +150,7 @@ wait_http "http://127.0.0.1:$NGINX_H2_PORT/" --http2-prior-knowledge
 wait_http "http://127.0.0.1:$HAPROXY_H2_PORT/" --http2-prior-knowledge
 wait_http "http://$PROXY/" --http2-prior-knowledge
 
-declare -A RPS P99 CPU
+declare -A RPS P99 CPU VM SW
 # What to measure with perf during each HTTP/1.1 run: godwit's worker thread (the first
 # tokio-rt-worker; with more workers, the whole process), nginx's worker, haproxy.
 perf_target() { # name
@@ -160,6 +163,17 @@ perf_target() { # name
     h1:haproxy) echo "-p $HAPROXY_PID" ;;
   esac
 }
+# Context switches so far of what perf_target names (every thread of a process).
+switches() { # perf_target output
+  local files
+  case $1 in
+    -t*) files=("/proc/$BENCH_PID/task/${1#-t }/status") ;;
+    -p*) files=(/proc/"${1#-p }"/task/*/status) ;;
+  esac
+  cat "${files[@]}" 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'
+}
+# CPU time the whole VM has been busy (all cores, USER_HZ ticks): total minus idle and iowait.
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 # wrk's latency ("850.00us", "5.85ms", "1.02s") in ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000} printf "%.2f", v}' <<<"$1"; }
 h1() { # name url
@@ -170,7 +184,16 @@ h1() { # name url
     perf stat -e task-clock $target -o "$stat" 2>/dev/null &
     perf_pid=$!
   fi
+  local sw0="" busy0 reqs
+  [ -n "$target" ] && sw0=$(switches "$target")
+  busy0=$(busy_ticks)
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Host: bench.apps.godwit.test" "$2")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  VM[$1]=$(awk -v t="$(($(busy_ticks) - busy0))" -v r="$reqs" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {if (r > 0) printf "%.1f", t * 1e6 / hz / r}')
+  if [ -n "$sw0" ]; then
+    SW[$1]=$(awk -v s="$(($(switches "$target") - sw0))" -v r="$reqs" 'BEGIN {if (r > 0) printf "%.3f", s / r}')
+  fi
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
@@ -197,7 +220,8 @@ row() { # name
   esac
   if [ -n "$base" ] && [ "$base" != 0 ]; then ratio=$(awk -v a="${RPS[$1]}" -v b="$base" 'BEGIN {printf "%.2fx", a/b}'); fi
   if [ -n "$pbase" ] && [ "$pbase" != 0.00 ]; then p99ratio=$(awk -v a="${P99[$1]}" -v b="$pbase" 'BEGIN {printf "%.2fx", a/b}'); fi
-  printf '%-20s %10s %10s %14s %14s %12s\n' "$1" "${RPS[$1]}" "${P99[$1]}" "$ratio" "$p99ratio" "${CPU[$1]:-}"
+  printf '%-20s %10s %10s %14s %14s %12s %12s %12s\n' "$1" "${RPS[$1]}" "${P99[$1]}" "$ratio" "$p99ratio" \
+    "${CPU[$1]:-}" "${VM[$1]:-}" "${SW[$1]:-}"
 }
 
 h1 h1:direct "http://$BACKEND/"
@@ -211,5 +235,6 @@ h2 h2:godwit "http://$PROXY/"
 
 echo "HTTP/1.1: wrk -t$THREADS -c$CONNS -d$DURATION; HTTP/2 (h2c): h2load -D $SECONDS_ -c $CONNS -m $H2_STREAMS -t $THREADS"
 echo "godwit proxy on ${PROXY_THREADS:-1} tokio worker, nginx and haproxy 1 worker/thread; backend on its own thread"
-printf '%-20s %10s %10s %14s %14s %12s\n' target req/s p99-ms "req/s÷nginx" "p99÷nginx" "cpu-µs/req"
+printf '%-20s %10s %10s %14s %14s %12s %12s %12s\n' target req/s p99-ms "req/s÷nginx" "p99÷nginx" \
+  "cpu-µs/req" "vm-µs/req" "switches/req"
 for name in h1:direct h1:nginx h1:nginx-bare h1:haproxy h1:godwit h2:nginx h2:haproxy h2:godwit; do row "$name"; done
